@@ -1,0 +1,333 @@
+"""The agent: one loop, async at heart, that alternates model turns and tool calls.
+
+    user ─► model.stream ─► text | tool calls ─► tools run concurrently ─► observations ─► model ...
+
+It stops on a final answer (a turn without tool calls) or at `max_steps`. Anything a tool
+does wrong (raises, times out, gets bad arguments, does not exist) becomes an observation
+the model can read; the loop itself only ends on model errors or cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+from glm_agent.agent.events import (
+    AgentEvent,
+    ErrorEvent,
+    FinalAnswer,
+    RunResult,
+    StepStarted,
+    TextDeltaEvent,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from glm_agent.agent.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    ToolResult,
+    UserMessage,
+    messages_adapter,
+    new_call_id,
+)
+from glm_agent.model.base import ChatModel, GenerationSettings, ModelDone, TextDelta, ToolCallReady
+from glm_agent.tools.base import Tool, ToolArgumentsError, ToolContext
+
+__all__ = ["Agent", "SessionFileError", "default_home"]
+
+SESSION_FORMAT = 1
+
+
+class SessionFileError(ValueError):
+    """A saved session file that cannot be read back."""
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("GLM_AGENT_HOME") or Path.home() / ".glm-agent")
+
+
+class Agent:
+    """A tool-using agent over any `ChatModel`.
+
+    ```python
+    agent = Agent(model, tools=[get_weather], system="You are helpful.")
+    result = await agent.run("Weather in Beijing?")
+    async for event in agent.stream("And in Paris?"): ...
+    ```
+    History is kept across runs (multi-turn); `reset()` clears it. Close the agent (or use
+    `async with`) to release tool resources such as kernels and browsers.
+    """
+
+    def __init__(
+        self,
+        model: ChatModel,
+        tools: Sequence[Tool] = (),
+        *,
+        system: str | None = None,
+        max_steps: int = 10,
+        settings: GenerationSettings | None = None,
+        workspace: str | Path | None = None,
+        session_id: str | None = None,
+        tool_timeout: float | None = 120.0,
+    ):
+        names = [t.name for t in tools]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"two tools share the name(s) {sorted(duplicates)}; tool names must be unique")
+        self.model = model
+        self.tools: dict[str, Tool] = {t.name: t for t in tools}
+        self.system = system
+        self.max_steps = max_steps
+        self.settings = settings
+        self.tool_timeout = tool_timeout
+        self.session_id = session_id or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        self._workspace = Path(workspace) if workspace else None
+        self.history: list[Message] = []
+        self.reset()
+        self._failures: dict[str, int] = {}
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self.tool_state: dict[str, Any] = {}
+
+    # ---- session -------------------------------------------------------------------------
+
+    @property
+    def workspace(self) -> Path:
+        """The session's working folder (tool outputs, images, files the model writes)."""
+        if self._workspace is None:
+            self._workspace = default_home() / "sessions" / self.session_id
+        self._workspace.mkdir(parents=True, exist_ok=True)
+        return self._workspace
+
+    def reset(self) -> None:
+        """Forget the conversation (tools keep their state, e.g. kernel variables)."""
+        self.history = [SystemMessage(content=self.system)] if self.system else []
+
+    def save(self, path: str | Path) -> Path:
+        """Write the session to a JSON file atomically: a crash never leaves half a file."""
+        path = Path(path)
+        payload = {
+            "format": SESSION_FORMAT,
+            "session_id": self.session_id,
+            "model": getattr(self.model, "name", type(self.model).__name__),
+            "tools": sorted(self.tools),
+            "system": self.system,
+            "workspace": str(self._workspace) if self._workspace else None,
+            "messages": messages_adapter.dump_python(self.history, mode="json"),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(payload, f, ensure_ascii=False, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Replace this agent's conversation with the one saved in `path`."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            if payload.get("format") != SESSION_FORMAT:
+                raise SessionFileError(f"{path}: unsupported session format {payload.get('format')!r}")
+            history = messages_adapter.validate_python(payload["messages"])
+        except FileNotFoundError:
+            raise SessionFileError(f"no session file at {path}") from None
+        except (json.JSONDecodeError, KeyError, ValueError) as exc:
+            if isinstance(exc, SessionFileError):
+                raise
+            raise SessionFileError(f"{path} is not a glm-agent session file: {exc}") from None
+        self.history = history
+        self.system = payload.get("system")
+        self.session_id = payload.get("session_id") or self.session_id
+        if payload.get("workspace") and self._workspace is None:
+            self._workspace = Path(payload["workspace"])
+
+    # ---- running -------------------------------------------------------------------------
+
+    async def run(self, prompt: str) -> RunResult:
+        """Run one user turn to its end and return the answer with the trajectory."""
+        start = len(self.history)
+        final: FinalAnswer | None = None
+        error: ErrorEvent | None = None
+        steps = 0
+        usage = [0, 0]
+        async for event in self._stream(prompt, usage):
+            if isinstance(event, StepStarted):
+                steps = event.step
+            elif isinstance(event, FinalAnswer):
+                final = event
+            elif isinstance(event, ErrorEvent):
+                error = event
+        assert final is not None
+        return RunResult(
+            output=final.text,
+            status=final.status,
+            steps=steps,
+            messages=self.history[start:],
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+            error=error.message if error else None,
+            error_type=error.error_type if error else None,
+        )
+
+    def run_sync(self, prompt: str) -> RunResult:
+        """Blocking `run` for scripts; one private event loop per agent keeps tools alive."""
+        if self._sync_loop is None or self._sync_loop.is_closed():
+            self._sync_loop = asyncio.new_event_loop()
+        return self._sync_loop.run_until_complete(self.run(prompt))
+
+    def stream(self, prompt: str) -> AsyncIterator[AgentEvent]:
+        """Run one user turn, yielding events as they happen."""
+        return self._stream(prompt, [0, 0])
+
+    async def _stream(self, prompt: str, usage: list[int]) -> AsyncIterator[AgentEvent]:
+        self.history.append(UserMessage(content=prompt))
+        self._failures.clear()
+        specs = [t.spec() for t in self.tools.values()]
+        last_text = ""
+        for step in range(1, self.max_steps + 1):
+            yield StepStarted(step=step)
+            text_parts: list[str] = []
+            calls: list[ToolCall] = []
+            try:
+                async for event in self.model.stream(list(self.history), specs, self.settings):
+                    if isinstance(event, TextDelta):
+                        text_parts.append(event.text)
+                        yield TextDeltaEvent(text=event.text)
+                    elif isinstance(event, ToolCallReady):
+                        calls.append(event.call)
+                    elif isinstance(event, ModelDone):
+                        usage[0] += event.prompt_tokens
+                        usage[1] += event.completion_tokens
+            except asyncio.CancelledError:
+                # Keep what was said so the history stays a valid conversation.
+                self.history.append(AssistantMessage(content="".join(text_parts)))
+                raise
+            except Exception as exc:  # a backend failure ends the run, never the program
+                self.history.append(AssistantMessage(content="".join(text_parts)))
+                message = f"{type(exc).__name__}: {exc}"
+                yield ErrorEvent(message=message, error_type=type(exc).__name__)
+                yield FinalAnswer(text="".join(text_parts), status="error")
+                return
+            text = "".join(text_parts)
+            last_text = text or last_text
+            seen: set[str] = set()
+            for call in calls:  # the model may repeat or omit ids; results need unique ones
+                if not call.id or call.id in seen:
+                    call.id = new_call_id()
+                seen.add(call.id)
+            self.history.append(AssistantMessage(content=text, tool_calls=calls))
+            if not calls:
+                yield FinalAnswer(text=text, status="completed")
+                return
+            async for event in self._run_tools(calls):
+                yield event
+        yield FinalAnswer(
+            text=last_text or f"(stopped after {self.max_steps} steps without a final answer)",
+            status="max_steps",
+        )
+
+    async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[AgentEvent]:
+        """Run one turn's calls concurrently; events as they finish, history in call order."""
+        for call in calls:
+            yield ToolCallStarted(call=call)
+        results: dict[str, ToolResult] = {}
+        done: asyncio.Queue[ToolCallFinished] = asyncio.Queue()
+
+        async def run_one(call: ToolCall) -> None:
+            started = time.perf_counter()
+            result = await self._call_tool(call)
+            results[call.id] = result
+            await done.put(ToolCallFinished(call=call, result=result, seconds=time.perf_counter() - started))
+
+        tasks = [asyncio.create_task(run_one(c)) for c in calls]
+        try:
+            for _ in calls:
+                yield await done.get()
+        finally:
+            # Cancelled (or the consumer stopped): stop the tools and still answer every call,
+            # so the saved conversation never has a call without its observation.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for call in calls:
+                result = results.get(call.id) or ToolResult(content="(cancelled before it finished)", is_error=True)
+                self.history.append(ToolMessage.from_result(call, result))
+
+    async def _call_tool(self, call: ToolCall) -> ToolResult:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            available = ", ".join(f"`{n}`" for n in self.tools) or "none"
+            return ToolResult(
+                content=f"Error: there is no tool named `{call.name}`. Available tools: {available}.",
+                is_error=True,
+            )
+        budget = tool.max_retries
+        if self._failures.get(tool.name, 0) >= budget:
+            return ToolResult(
+                content=f"Error: `{tool.name}` failed {budget} times in a row and is disabled for the rest "
+                "of this turn. Answer with what you have, or explain what went wrong.",
+                is_error=True,
+            )
+        if call.arguments_error:
+            result = ToolResult(
+                content=f"Error: the arguments for `{tool.name}` could not be parsed ({call.arguments_error}). "
+                f"Call it again with a JSON object matching its schema: {json.dumps(tool.parameters, ensure_ascii=False)}",
+                is_error=True,
+            )
+        else:
+            result = await self._execute(tool, call)
+        self._failures[tool.name] = self._failures.get(tool.name, 0) + 1 if result.is_error else 0
+        return result
+
+    async def _execute(self, tool: Tool, call: ToolCall) -> ToolResult:
+        ctx = ToolContext(session_id=self.session_id, workspace=self.workspace, state=self.tool_state)
+        timeout = tool.timeout if tool.timeout is not None else self.tool_timeout
+        try:
+            return await asyncio.wait_for(tool.call(dict(call.arguments), ctx), timeout)
+        except asyncio.TimeoutError:
+            return ToolResult(content=f"Error: `{tool.name}` did not finish within {timeout:g} s.", is_error=True)
+        except ToolArgumentsError as exc:
+            return ToolResult(content=f"Error: {exc}", is_error=True)
+        except Exception as exc:
+            return ToolResult(content=f"Error: `{tool.name}` raised {type(exc).__name__}: {exc}", is_error=True)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release every tool's resources; errors in one tool do not stop the others."""
+        results = await asyncio.gather(*(t.aclose() for t in self.tools.values()), return_exceptions=True)
+        for tool, result in zip(self.tools.values(), results):
+            if isinstance(result, BaseException):
+                import warnings
+
+                warnings.warn(f"closing tool {tool.name!r} failed: {result!r}", stacklevel=2)
+
+    def close(self) -> None:
+        """Blocking `aclose`, for agents driven with `run_sync`."""
+        loop = self._sync_loop if self._sync_loop and not self._sync_loop.is_closed() else asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.aclose())
+        finally:
+            loop.close()
+            self._sync_loop = None
+
+    async def __aenter__(self) -> "Agent":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,190 @@
+"""The `glm-agent` command line: chat, run, tools, and the model / eval / serve groups.
+
+Everything heavy (torch, playwright, jupyter_client, diffusers) is imported inside the
+commands that need it, so `glm-agent --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from glm_agent.app_models import MODEL_SPEC_HELP
+
+__all__ = ["app", "main", "build_agent"]
+
+app = typer.Typer(
+    name="glm-agent",
+    help="A runtime for tool-using GLM agents: chat in the terminal, run one prompt, serve, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = typer.Option(None, "--model", "-m", help=f"Model: {MODEL_SPEC_HELP}.")
+ToolsOpt = typer.Option("python", "--tools", "-t", help="Comma-separated tools: python, shell, browser, image ('' for none).")
+SystemOpt = typer.Option(None, "--system", "-s", help="System prompt.")
+StepsOpt = typer.Option(10, "--max-steps", help="Model calls allowed per user turn.")
+UnsafeOpt = typer.Option(False, "--unsafe-no-sandbox", help="Run python/shell without bubblewrap (resource limits only).")
+ImageModelOpt = typer.Option(None, "--image-model", help="Diffusers model folder or hub id for the image tool.")
+QuantOpt = typer.Option(None, "--quant", help="Weight-only quantization for a local model: int8 or int4.")
+DeviceOpt = typer.Option(None, "--device", help="Device for a local model: cpu, cuda, auto.")
+AparOpt = typer.Option(False, "--apar", help="APAR parallel decoding (needs an APAR-trained model).")
+WorkspaceOpt = typer.Option(None, "--workspace", help="Session folder for files the tools write.")
+
+
+def build_agent(
+    model: str | None,
+    tools: str,
+    system: str | None = None,
+    max_steps: int = 10,
+    unsafe_no_sandbox: bool = False,
+    image_model: str | None = None,
+    quant: str | None = None,
+    device: str | None = None,
+    apar: bool = False,
+    workspace: Path | None = None,
+):
+    """The agent the CLI commands drive, from their options."""
+    from glm_agent.agent.loop import Agent
+    from glm_agent.app_models import resolve_model
+    from glm_agent.tools import registry
+
+    chat_model = resolve_model(model, quant=quant, device=device, apar=apar or None)
+    names = [n.strip() for n in tools.split(",") if n.strip()]
+    options: dict[str, dict] = {
+        "python": {"unsafe_no_sandbox": True} if unsafe_no_sandbox else {},
+        "shell": {"unsafe_no_sandbox": True} if unsafe_no_sandbox else {},
+        "image": {"model": image_model} if image_model else {},
+    }
+    instances = []
+    for name in names:
+        if name not in registry.names():
+            raise typer.BadParameter(f"unknown tool {name!r}; available: {', '.join(registry.names())}", param_hint="--tools")
+        instances.append(registry.create_with(name, **options.get(name, {})))
+    return Agent(chat_model, tools=instances, system=system, max_steps=max_steps, workspace=workspace)
+
+
+@app.command()
+def chat(
+    model: Optional[str] = ModelOpt,
+    tools: str = ToolsOpt,
+    system: Optional[str] = SystemOpt,
+    max_steps: int = StepsOpt,
+    unsafe_no_sandbox: bool = UnsafeOpt,
+    image_model: Optional[str] = ImageModelOpt,
+    quant: Optional[str] = QuantOpt,
+    device: Optional[str] = DeviceOpt,
+    apar: bool = AparOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    load: Optional[Path] = typer.Option(None, "--load", help="Start from a session saved with /save."),
+) -> None:
+    """Chat with the agent in the terminal (streamed answers, tool panels, /help for commands)."""
+    from glm_agent.agent.loop import default_home
+    from glm_agent.chat import ChatApp
+
+    agent = build_agent(model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace)
+    if load:
+        agent.load(load)
+    home = default_home()
+    home.mkdir(parents=True, exist_ok=True)
+
+    async def main_loop() -> None:
+        try:
+            await ChatApp(agent, history_file=home / "chat_history").run()
+        finally:
+            await agent.aclose()
+            await agent.model.aclose()
+
+    asyncio.run(main_loop())
+
+
+@app.command()
+def run(
+    prompt: str = typer.Argument(..., help="The user message ('-' reads it from stdin)."),
+    model: Optional[str] = ModelOpt,
+    tools: str = ToolsOpt,
+    system: Optional[str] = SystemOpt,
+    max_steps: int = StepsOpt,
+    unsafe_no_sandbox: bool = UnsafeOpt,
+    image_model: Optional[str] = ImageModelOpt,
+    quant: Optional[str] = QuantOpt,
+    device: Optional[str] = DeviceOpt,
+    apar: bool = AparOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the whole event log as JSON instead of the answer."),
+) -> None:
+    """Run one prompt and print the answer (exit code 1 if the run did not complete)."""
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    agent = build_agent(model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace)
+
+    async def go() -> tuple[str, str, list[dict]]:
+        events: list[dict] = []
+        final_text, status = "", "error"
+        try:
+            async for event in agent.stream(prompt):
+                events.append(event.model_dump(mode="json"))
+                if event.type == "final":
+                    final_text, status = event.text, event.status
+                elif event.type == "error":
+                    typer.echo(f"error: {event.message}", err=True)
+        finally:
+            await agent.aclose()
+            await agent.model.aclose()
+        return final_text, status, events
+
+    text, status, events = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps(events, ensure_ascii=False, indent=1))
+    else:
+        typer.echo(text)
+    if status != "completed":
+        if not as_json:
+            typer.echo(f"(run ended with status {status})", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("tools")
+def list_tools() -> None:
+    """List the built-in tools."""
+    from glm_agent.tools import registry
+
+    for name, text in registry.describe().items():
+        typer.echo(f"{name:10} {text}")
+
+
+# Sub-command groups live next to what they drive; each module keeps its heavy imports lazy.
+_GROUPS = [
+    ("glm_agent.model.cli", "model_app", "model", "Inspect, quantize and benchmark local models."),
+    ("glm_agent.evals.cli", "eval_app", "eval", "Run AgentBench-style suites and compare runs."),
+]
+for _module, _attr, _name, _help in _GROUPS:
+    try:
+        app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name, help=_help)
+    except (ImportError, AttributeError) as _exc:  # a missing optional part must not break the CLI
+        @app.command(_name, help=f"{_help} (unavailable: {_exc})")
+        def _unavailable(_exc: Exception = _exc) -> None:  # type: ignore[misc]
+            typer.echo(f"this command is unavailable: {_exc}", err=True)
+            raise typer.Exit(2)
+
+try:
+    from glm_agent.serve_cli import serve as _serve
+
+    app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API.")(_serve)
+except ImportError:
+    pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
