@@ -28,7 +28,10 @@ app = typer.Typer(
 )
 
 ModelOpt = typer.Option(None, "--model", "-m", help=f"Model: {MODEL_SPEC_HELP}.")
-ToolsOpt = typer.Option("python", "--tools", "-t", help="Comma-separated tools: python, shell, browser, image ('' for none).")
+ToolsOpt = typer.Option(
+    "python", "--tools", "-t",
+    help="Comma-separated tools: python, shell, browser, image, or module:function for your own ('' for none).",
+)
 SystemOpt = typer.Option(None, "--system", "-s", help="System prompt.")
 StepsOpt = typer.Option(10, "--max-steps", help="Model calls allowed per user turn.")
 UnsafeOpt = typer.Option(False, "--unsafe-no-sandbox", help="Run python/shell without bubblewrap (resource limits only).")
@@ -53,10 +56,13 @@ def build_agent(
 ):
     """The agent the CLI commands drive, from their options."""
     from glm_agent.agent.loop import Agent
-    from glm_agent.app_models import resolve_model
+    from glm_agent.app_models import ModelSpecError, resolve_model
     from glm_agent.tools import registry
 
-    chat_model = resolve_model(model, quant=quant, device=device, apar=apar or None)
+    try:
+        chat_model = resolve_model(model, quant=quant, device=device, apar=apar or None)
+    except ModelSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
     names = [n.strip() for n in tools.split(",") if n.strip()]
     options: dict[str, dict] = {
         "python": {"unsafe_no_sandbox": True} if unsafe_no_sandbox else {},
@@ -65,10 +71,31 @@ def build_agent(
     }
     instances = []
     for name in names:
+        if ":" in name:  # a user tool: module:function (or module:Tool instance)
+            instances.append(load_user_tool(name))
+            continue
         if name not in registry.names():
             raise typer.BadParameter(f"unknown tool {name!r}; available: {', '.join(registry.names())}", param_hint="--tools")
         instances.append(registry.create_with(name, **options.get(name, {})))
     return Agent(chat_model, tools=instances, system=system, max_steps=max_steps, workspace=workspace)
+
+
+def load_user_tool(target: str):
+    """`package.module:name` -> a Tool; plain functions are wrapped with `@tool`."""
+    from glm_agent.tools.base import Tool, tool
+
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot load tool {target!r}: {exc}", param_hint="--tools") from None
+    if isinstance(obj, type) and issubclass(obj, Tool):
+        obj = obj()
+    if isinstance(obj, Tool):
+        return obj
+    if callable(obj):
+        return tool(obj)
+    raise typer.BadParameter(f"{target!r} is neither a function nor a Tool", param_hint="--tools")
 
 
 @app.command()

@@ -67,9 +67,9 @@ def resolve_model(spec: str | None = None, **options: Any) -> ChatModel:
         from glm_agent.model.openai import OpenAIModel
 
         return OpenAIModel.from_spec(spec, **{k: v for k, v in options.items() if k in ("api_key", "tool_mode")})
+    if spec not in ("embedded", "smollm2") and not Path(spec).expanduser().exists():
+        raise ModelSpecError(f"model {spec!r} not found: give {MODEL_SPEC_HELP}")
     from glm_agent.model.local import LocalModel
 
     local_opts = {k: v for k, v in options.items() if k in ("device", "dtype", "quant", "dialect", "max_context", "apar")}
-    if spec not in ("embedded", "smollm2") and not Path(spec).expanduser().exists():
-        raise ModelSpecError(f"model {spec!r} not found: give {MODEL_SPEC_HELP}")
     return LocalModel(spec, **{k: v for k, v in local_opts.items() if v is not None})

@@ -72,7 +72,7 @@ def render_event_log(events: list[dict[str, Any]]) -> str:
 class ChatApp:
     def __init__(self, agent: Agent, console: Console | None = None, history_file: Path | None = None):
         self.agent = agent
-        self.console = console or Console()
+        self.console = console or Console(highlight=False)
         self.history_file = history_file
         self.citations: dict[str, dict[str, Any]] = {}
 

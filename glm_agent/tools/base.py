@@ -84,30 +84,34 @@ _PARAM_LINE = re.compile(r"^\s*(?:[:@]param\s+)?(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     """Split a docstring into its summary and per-argument descriptions.
 
-    Understands Google style (`Args:` then `name: text` / `name (type): text`) and Sphinx
-    (`:param name: text`).
+    Understands Google style (`Args:` then `name: text` / `name (type): text`, continuation
+    lines indented) and Sphinx (`:param name: text`). Other sections (Returns, Raises...)
+    are not part of the description the model sees.
     """
     lines = inspect.cleandoc(doc or "").splitlines()
     summary: list[str] = []
     params: dict[str, str] = {}
-    in_args = False
+    section = "summary"
     last: str | None = None
     for line in lines:
         stripped = line.strip()
-        if stripped.lower() in ("args:", "arguments:", "parameters:"):
-            in_args = True
+        lowered = stripped.lower()
+        if lowered in ("args:", "arguments:", "parameters:"):
+            section, last = "args", None
             continue
-        if stripped.lower() in ("returns:", "raises:", "yields:", "examples:"):
-            in_args = False
-            last = None
+        if re.fullmatch(r"[a-z ]+:", lowered):  # Returns:, Raises:, Examples:, Note: ...
+            section, last = "other", None
             continue
-        match = _PARAM_LINE.match(line) if (in_args or stripped.startswith(":param")) else None
-        if match:
-            last = match.group(1)
-            params[last] = match.group(2).strip()
-        elif in_args and last and stripped:
-            params[last] += " " + stripped
-        elif not in_args and not stripped.startswith(":"):
+        if stripped.startswith(":param"):
+            section = "sphinx"
+        if section in ("args", "sphinx"):
+            match = _PARAM_LINE.match(line)
+            if match and (section == "sphinx" or not line.startswith((" ", "\t")) or last is None or len(line) - len(line.lstrip()) <= 4):
+                last = match.group(1)
+                params[last] = match.group(2).strip()
+            elif last and stripped:
+                params[last] += " " + stripped
+        elif section == "summary" and not stripped.startswith(":"):
             summary.append(line)
     return "\n".join(summary).strip(), params
 

@@ -1,0 +1,141 @@
+"""The command line: instant --help without torch, one-shot runs, and the chat terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+SCRIPT = [
+    {"content": "", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Beijing"}}]},
+    "It is **22°C** and sunny in Beijing.",
+]
+
+
+def env_for(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(HERE) + os.pathsep + env.get("PYTHONPATH", "")
+    env["GLM_AGENT_HOME"] = str(tmp_path / "home")
+    env["COLUMNS"] = "100"
+    env["NO_COLOR"] = "1"  # plain text to match against
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    return env
+
+
+def script_file(tmp_path: Path, turns=SCRIPT) -> Path:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(turns), encoding="utf-8")
+    return path
+
+
+def glm_agent(*args: str, tmp_path: Path, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "glm_agent.app", *args],
+        capture_output=True, text=True, env=env_for(tmp_path), input=input, timeout=120,
+    )
+
+
+def test_help_is_instant_and_never_imports_torch(tmp_path):
+    code = (
+        "import sys; sys.argv=['glm-agent','--help']\n"
+        "from glm_agent.app import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "heavy=[m for m in ('torch','transformers','playwright','jupyter_client','diffusers','starlette') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_for(tmp_path), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+    for command in ("chat", "run", "tools", "model", "eval"):
+        assert command in out.stdout
+
+
+def test_run_prints_the_answer(tmp_path):
+    out = glm_agent("run", "weather?", "--model", f"scripted:{script_file(tmp_path)}", "--tools", "demo_tools:get_weather", tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "It is **22°C** and sunny in Beijing."
+
+
+def test_run_json_prints_the_event_log(tmp_path):
+    out = glm_agent("run", "weather?", "--json", "--model", f"scripted:{script_file(tmp_path)}", "--tools", "demo_tools:get_weather", tmp_path=tmp_path)
+    events = json.loads(out.stdout)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "step" and "tool_call" in kinds and kinds[-1] == "final"
+    result = next(e for e in events if e["type"] == "tool_result")
+    assert result["result"]["content"] == "Beijing: 22°C, sunny"
+
+
+def test_run_exit_code_on_failure_and_bad_options(tmp_path):
+    out = glm_agent("run", "hi", "--model", f"scripted:{script_file(tmp_path, [])}", "--tools", "", tmp_path=tmp_path)
+    assert out.returncode == 1 and "ScriptedModel has no turn 1" in out.stderr
+    out = glm_agent("run", "hi", "--model", f"scripted:{script_file(tmp_path)}", "--tools", "nosuchtool", tmp_path=tmp_path)
+    assert out.returncode != 0 and "unknown tool 'nosuchtool'" in out.stderr
+    out = glm_agent("run", "hi", "--model", str(tmp_path / "missing.gguf"), "--tools", "", tmp_path=tmp_path)
+    assert out.returncode != 0 and "not found" in out.stderr
+
+
+def test_tools_lists_builtins(tmp_path):
+    out = glm_agent("tools", tmp_path=tmp_path)
+    assert out.returncode == 0 and "python" in out.stdout and "browser" in out.stdout
+
+
+def test_chat_terminal_in_a_pseudo_terminal(tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    turns = SCRIPT + ["Second answer after clear."]
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "glm_agent.app", "chat", "--model", f"scripted:{script_file(tmp_path, turns)}", "--tools", "demo_tools:get_weather"],
+        env=env_for(tmp_path), encoding="utf-8", timeout=60, dimensions=(40, 100),
+    )
+    try:
+        child.expect("/help")
+        child.expect("›")
+        child.sendline("What's the weather in Beijing?")
+        child.expect("tool call · get_weather")
+        child.expect("Beijing: 22°C, sunny")  # the result panel
+        child.expect("sunny in Beijing")  # the streamed markdown answer
+        child.expect("›")
+        child.sendline("/tools")
+        child.expect("— Current weather for a city.")
+        child.sendline(f"/save {tmp_path / 'chat.json'}")
+        child.expect("saved 4 messages")
+        child.sendline("/clear")
+        child.expect("conversation cleared")
+        child.sendline("again")
+        child.expect("Second answer after clear")
+        child.sendline("/exit")
+        child.expect("bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant", "tool", "assistant"]
+
+
+def test_ctrl_c_interrupts_a_turn_without_leaving(tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    turns = ["word " * 400, "still here"]
+    path = script_file(tmp_path, turns)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "glm_agent.app", "chat", "--model", f"scripted:{path}", "--tools", ""],
+        env=env_for(tmp_path), encoding="utf-8", timeout=60, dimensions=(40, 100),
+    )
+    try:
+        child.expect("›")
+        child.sendline("talk a lot")
+        child.expect("word")
+        child.sendintr()
+        child.expect("interrupted")
+        child.expect("›")
+        child.sendline("are you there?")
+        child.expect("still here")
+        child.expect("›")
+        child.sendeof()
+        child.expect("bye")
+    finally:
+        child.close(force=True)
