@@ -1,0 +1,158 @@
+"""Prefill and decode tokens/s of the embedded model on CPU: our engine next to llama.cpp.
+
+    python bench/cpu_decode.py                      # bf16, int8, int4 vs llama.cpp, 2 threads
+    python bench/cpu_decode.py --variants fp32,bf16 --decode 64 --rounds 1
+
+Both run the same GGUF (Qwen2.5-Coder-1.5B-Instruct Q4_K_M) on the same prompt token ids
+(the hermes tool prompt, ~200 tokens), greedy, with the same thread count. Our engine
+dequantizes the GGUF to fp32/bf16 (and re-quantizes to int8/int4 for those variants);
+llama.cpp (the prebuilt `xllamacpp` wheel) runs the Q4_K/Q6_K weights directly. Each
+backend runs `--rounds` times, interleaved, and the best round is kept: on a shared machine
+that is the least disturbed measurement. The table also shows the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import time
+
+VARIANTS = {
+    "fp32": ("float32", None),
+    "bf16": ("bfloat16", None),
+    "int8": ("bfloat16", "int8"),
+    "int4": ("bfloat16", "int4"),
+}
+
+
+def prompt_ids(ck) -> list[int]:
+    from glm_agent.agent.messages import UserMessage
+    from glm_agent.model.base import ToolSpec
+    from glm_agent.model.chat_template import ChatTemplate
+
+    py = ToolSpec(
+        name="python",
+        description="Run Python code in a Jupyter kernel and return what it prints.",
+        parameters={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
+    )
+    assert isinstance(ck.chat_template, ChatTemplate)
+    text = ck.chat_template.render([UserMessage(content="What is 123456789 * 987654321? Use python.")], [py])
+    return ck.tokenizer.encode(text)
+
+
+class Ours:
+    def __init__(self, ck, variant: str):
+        import torch
+
+        from glm_agent.model.engine import Engine
+
+        dtype_name, quant = VARIANTS[variant]
+        dtype = getattr(torch, dtype_name)
+        if quant is not None:
+            from glm_agent.model.quant import normalize_quant
+
+            quant = normalize_quant(quant)
+        t = time.perf_counter()
+        self.engine = Engine.from_weights(ck.config, ck.weights(dtype), "cpu", dtype, quant=quant,
+                                          max_context=4096)
+        self.load_s = time.perf_counter() - t
+        self.name = f"ours {variant}"
+
+    def run(self, ids: list[int], n_decode: int) -> tuple[float, float, list[int]]:
+        e = self.engine
+        sid = e.new_stream()
+        try:
+            t = time.perf_counter()
+            logits = e.prefill(sid, ids)
+            prefill = len(ids) / (time.perf_counter() - t)
+            out = [int(logits.argmax())]
+            t = time.perf_counter()
+            for _ in range(n_decode - 1):
+                logits = e.decode_step([sid], [out[-1]])[0]
+                out.append(int(logits.argmax()))
+            decode = (n_decode - 1) / (time.perf_counter() - t)
+        finally:
+            e.free(sid)
+        return prefill, decode, out
+
+
+class LlamaCpp:
+    def __init__(self, path, threads: int):
+        import xllamacpp as xlc
+
+        p = xlc.CommonParams()
+        p.model.path = str(path)
+        p.n_ctx = 4096
+        p.n_parallel = 1
+        p.cpuparams.n_threads = threads
+        p.cpuparams_batch.n_threads = threads
+        t = time.perf_counter()
+        self.server = xlc.Server(p)
+        self.load_s = time.perf_counter() - t
+        self.name = "llama.cpp (xllamacpp)"
+
+    def run(self, ids: list[int], n_decode: int) -> tuple[float, float, list[int]]:
+        r = self.server.handle_completions({
+            "prompt": ids, "n_predict": n_decode, "temperature": 0, "ignore_eos": True,
+            "cache_prompt": False, "return_tokens": True,
+        })
+        tm = r["timings"]
+        tokens = r.get("tokens") or r["choices"][0].get("tokens") or []
+        return tm["prompt_per_second"], tm["predicted_per_second"], list(tokens)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--variants", default="bf16,int8,int4", help="of fp32,bf16,int8,int4")
+    ap.add_argument("--decode", type=int, default=64, help="tokens to decode")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-llamacpp", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from glm_agent.model.loading import open_checkpoint
+
+    torch.set_num_threads(args.threads)
+    ck = open_checkpoint(args.model)
+    ids = prompt_ids(ck)
+    rows = []
+
+    def measure(backend) -> None:
+        best = None
+        for _ in range(args.rounds):
+            p, d, toks = backend.run(ids, args.decode)
+            best = (p, d, toks) if best is None else (max(best[0], p), max(best[1], d), best[2])
+        rows.append((backend.name, backend.load_s, best[0], best[1], best[2]))
+
+    if not args.no_llamacpp:
+        llama = LlamaCpp(ck.path, args.threads)
+        measure(llama)
+        del llama
+        gc.collect()
+    for v in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        ours = Ours(ck, v)
+        measure(ours)
+        del ours
+        gc.collect()
+
+    ref = rows[0] if not args.no_llamacpp else None
+    print(f"\n{ck.name}: {ck.details.get('model_name')} | prompt {len(ids)} tokens, decode {args.decode} "
+          f"| {args.threads} threads | torch {torch.__version__} | {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores | load avg {os.getloadavg()[0]:.1f} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    head = f"| {'backend':<22} | {'load s':>6} | {'prefill tok/s':>13} | {'decode tok/s':>12} | {'prefill vs llama.cpp':>20} | {'decode vs llama.cpp':>19} | {'same 16 tokens':>14} |"
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for name, load, p, d, toks in rows:
+        pr = f"{p / ref[2]:.2f}x" if ref else "-"
+        dr = f"{d / ref[3]:.2f}x" if ref else "-"
+        same = "-" if not ref or not ref[4] else ("yes" if toks[:16] == ref[4][:16] else "no")
+        print(f"| {name:<22} | {load:>6.1f} | {p:>13.1f} | {d:>12.2f} | {pr:>20} | {dr:>19} | {same:>14} |")
+
+
+if __name__ == "__main__":
+    main()

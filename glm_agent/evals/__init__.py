@@ -1,0 +1,25 @@
+"""AgentBench-style evaluation: suites (os, db, fc, math, web), a resumable runner, reports.
+
+```python
+from glm_agent.evals import make_suite, run_eval
+summary = await run_eval([make_suite("db")], model, "runs/db")
+```
+Heavy dependencies (the sandbox, Chromium, matplotlib) load only when a suite or report needs them.
+"""
+
+from glm_agent.evals.runner import EvalRunner, run_eval
+from glm_agent.evals.suites import SUITE_NAMES, make_suite
+from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, UnsupportedSample
+
+__all__ = [
+    "EvalRunner",
+    "run_eval",
+    "make_suite",
+    "SUITE_NAMES",
+    "Suite",
+    "Sample",
+    "SampleEnv",
+    "Judgement",
+    "TaskFileError",
+    "UnsupportedSample",
+]

@@ -1,0 +1,395 @@
+"""Run suites against a model: concurrency, per-sample timeout, statuses, resume, progress.
+
+One asyncio process (no AgentBench HTTP controller): samples run under a semaphore, each in
+its own workspace with its own tool instances. Every finished sample is appended to
+`runs.jsonl` at once, so an interrupted run resumes by skipping the ids already there. An
+exception anywhere in one sample marks that sample (`agent_error` / `task_error`), never the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Union
+
+from glm_agent.evals.task import EnvironmentSetupError, Judgement, Sample, SampleEnv, Suite, UnsupportedSample, select_samples
+
+__all__ = ["ModelSource", "EvalRunner", "run_eval", "sample_seed", "load_records", "RUNS_FILE"]
+
+RUNS_FILE = "runs.jsonl"
+# A shared ChatModel, or a factory building one per sample (oracles are per-sample scripts).
+ModelSource = Union[Any, Callable[[Suite, Sample], Any]]
+_JUDGED = {"completed", "task_limit_reached", "invalid_action"}
+
+
+def sample_seed(seed: int, suite: str, sample_id: str) -> int:
+    """A stable per-sample seed: same run seed + same sample = same sampling, in any order."""
+    digest = hashlib.sha256(f"{seed}:{suite}:{sample_id}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def load_records(out: Path) -> list[dict[str, Any]]:
+    """Records of `runs.jsonl`; a torn last line (killed mid-write) is dropped and repaired."""
+    path = Path(out) / RUNS_FILE
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        path.write_bytes(raw)
+    records = []
+    for line in raw.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "sample"
+
+
+@dataclass
+class EvalRunner:
+    suites: list[Suite]
+    model: ModelSource
+    out: Path
+    limit: int | None = None
+    concurrency: int = 1
+    seed: int = 0
+    timeout: float | None = None  # per sample; None = each suite's own default
+    max_steps: int | None = None  # override each suite's step limit
+    model_name: str = ""
+    progress: bool = True
+    keep_workspaces: bool = False
+    settings_factory: Callable[[int], Any] | None = None
+    _records: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- public ---------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        from glm_agent.evals.report import write_report
+
+        self.out = Path(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        previous = load_records(self.out)
+        done = {(r["suite"], r["id"]) for r in previous}
+        plan: list[tuple[Suite, list[Sample]]] = []
+        for suite in self.suites:
+            chosen = select_samples(suite.samples(), self.limit)
+            plan.append((suite, [s for s in chosen if (suite.name, s.id) not in done]))
+        self._records = [r for r in previous]
+        sem = asyncio.Semaphore(max(1, self.concurrency))
+        lock = asyncio.Lock()
+        with self._progress_ui(plan, previous) as ui:
+            for suite, samples in plan:
+                if not samples:
+                    continue
+                await suite.start()
+                try:
+                    async def one(sample: Sample, suite: Suite = suite) -> None:
+                        async with sem:
+                            record = await self.run_sample(suite, sample)
+                        async with lock:
+                            self._append(record)
+                            ui.advance(suite.name, record)
+
+                    await asyncio.gather(*(one(s) for s in samples))
+                finally:
+                    await suite.aclose()
+        if not self.keep_workspaces:
+            _remove_empty_dirs(self.out / "work")
+        return write_report(self.out, suites={s.name: s for s in self.suites})
+
+    async def run_sample(self, suite: Suite, sample: Sample) -> dict[str, Any]:
+        """Run and judge one sample; never raises (except cancellation)."""
+        from glm_agent.agent import Agent
+        from glm_agent.agent.messages import messages_adapter
+
+        seed = sample_seed(self.seed, suite.name, sample.id)
+        workspace = self.out / "work" / _safe(suite.name) / _safe(sample.id)
+        if workspace.exists():
+            shutil.rmtree(workspace, ignore_errors=True)
+        workspace.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {
+            "suite": suite.name,
+            "id": sample.id,
+            "category": sample.category,
+            "model": self.model_name,
+            "seed": seed,
+            "status": "task_error",
+            "score": None,
+            "passed": None,
+            "detail": "",
+            "judge": {},
+            "output": "",
+            "error": None,
+            "steps": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "tool_calls": 0,
+            "invalid_calls": 0,
+            "seconds": 0.0,
+            "prompt": sample.prompt,
+            "system": None,
+            "messages": [],
+        }
+        started = time.perf_counter()
+        env: SampleEnv | None = None
+        agent = None
+        try:
+            try:
+                env = await suite.setup(sample, workspace)
+            except UnsupportedSample as exc:
+                record.update(status="unsupported_judge", detail=str(exc))
+                return record
+            except EnvironmentSetupError as exc:
+                record.update(status="task_error", detail=f"environment setup failed: {exc}")
+                return record
+            except Exception as exc:
+                record.update(status="task_error", detail=f"environment setup failed: {type(exc).__name__}: {exc}",
+                              error=traceback.format_exc(limit=6))
+                return record
+            record["prompt"] = env.prompt or sample.prompt
+            record["system"] = env.system
+            try:
+                model = self._model_for(suite, sample)
+                settings = self.settings_factory(seed) if self.settings_factory else _default_settings(seed)
+                agent = Agent(
+                    model,
+                    tools=env.tools,
+                    system=env.system,
+                    max_steps=self.max_steps or env.max_steps,
+                    settings=settings,
+                    workspace=workspace,
+                    session_id=f"{suite.name}-{_safe(sample.id)}",
+                )
+            except Exception as exc:
+                record.update(status="agent_error", detail=f"could not build the agent: {exc}",
+                              error=traceback.format_exc(limit=6))
+                return record
+            timeout = self.timeout or suite.sample_timeout
+            result = None
+            try:
+                result = await asyncio.wait_for(agent.run(record["prompt"]), timeout)
+            except asyncio.TimeoutError:
+                record.update(status="timeout", detail=f"no answer within {timeout:g} s")
+            except Exception as exc:  # the agent itself crashed: this sample only
+                record.update(status=_status_for_exception(exc), detail=f"{type(exc).__name__}: {exc}",
+                              error=traceback.format_exc(limit=8))
+            if result is not None:
+                record.update(
+                    output=result.output,
+                    steps=result.steps,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    error=result.error,
+                    messages=messages_adapter.dump_python(list(result.messages), mode="json"),
+                )
+                record["status"] = _status_for_result(result, env)
+            else:
+                history = list(getattr(agent, "history", []))
+                record["messages"] = messages_adapter.dump_python(history, mode="json")
+                record["steps"] = sum(1 for m in history if getattr(m, "role", "") == "assistant")
+            calls, invalid = _count_calls(record["messages"], {t.name for t in env.tools})
+            record.update(tool_calls=calls, invalid_calls=invalid)
+            if record["status"] in _JUDGED and result is not None:
+                try:
+                    judgement = await suite.judge(sample, env, result)
+                except UnsupportedSample as exc:
+                    record.update(status="unsupported_judge", detail=str(exc))
+                    judgement = None
+                except Exception as exc:
+                    judgement = Judgement(0.0, detail=f"judge failed: {type(exc).__name__}: {exc}")
+                    record["error"] = traceback.format_exc(limit=6)
+                if judgement is not None:
+                    record.update(score=judgement.score, passed=judgement.passed,
+                                  detail=judgement.detail, judge=judgement.info)
+            elif record["status"] not in ("unsupported_judge", "task_error"):
+                record.update(score=0.0, passed=False)
+            return record
+        finally:
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            if agent is not None:
+                try:
+                    await agent.aclose()
+                except Exception:
+                    pass
+            elif env is not None:
+                await env.close_tools()
+            if env is not None:
+                await env.close()
+            if not self.keep_workspaces:
+                shutil.rmtree(workspace, ignore_errors=True)
+
+    # -- internals -------------------------------------------------------------------------
+    def _model_for(self, suite: Suite, sample: Sample) -> Any:
+        if hasattr(self.model, "stream"):
+            return self.model
+        return self.model(suite, sample)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self._records.append(record)
+        with (self.out / RUNS_FILE).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            f.flush()
+
+    def _write_config(self) -> None:
+        path = self.out / "config.json"
+        config = {
+            "model": self.model_name,
+            "suites": [s.name for s in self.suites],
+            "data": {s.name: str(s.data) if s.data else None for s in self.suites},
+            "limit": self.limit,
+            "concurrency": self.concurrency,
+            "seed": self.seed,
+            "timeout": self.timeout,
+            "max_steps": self.max_steps,
+        }
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                old = {}
+            config["suites"] = sorted(set(old.get("suites", [])) | set(config["suites"]))
+            config["data"] = {**old.get("data", {}), **config["data"]}
+            config["resumed"] = int(old.get("resumed", 0)) + 1
+        path.write_text(json.dumps(config, indent=2))
+
+    def _progress_ui(self, plan: list[tuple[Suite, list[Sample]]], previous: list[dict]) -> "_ProgressUI":
+        return _ProgressUI(plan, previous, enabled=self.progress)
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    if not root.is_dir():
+        return
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+    try:
+        root.rmdir()
+    except OSError:
+        pass
+
+
+def _default_settings(seed: int) -> Any:
+    from glm_agent.model.base import GenerationSettings
+
+    return GenerationSettings(seed=seed)
+
+
+def _status_for_exception(exc: BaseException) -> str:
+    from glm_agent.model.base import ContextOverflowError
+
+    if isinstance(exc, ContextOverflowError):
+        return "context_limit"
+    return "agent_error"
+
+
+def _status_for_result(result: Any, env: SampleEnv) -> str:
+    status = result.status
+    if status == "completed":
+        return "completed"
+    if status == "max_steps":
+        if env.stop_after_tools:
+            return "completed"
+        if _last_turn_invalid(result.messages, {t.name for t in env.tools}):
+            return "invalid_action"
+        return "task_limit_reached"
+    if status == "error":
+        kind = getattr(result, "error_type", None) or ""
+        if kind == "ContextOverflowError" or "ContextOverflow" in (result.error or ""):
+            return "context_limit"
+        return "agent_error"
+    return "agent_error"  # cancelled
+
+
+def _last_turn_invalid(messages: list[Any], tool_names: set[str]) -> bool:
+    for m in reversed(messages):
+        if getattr(m, "role", "") == "assistant":
+            calls = m.tool_calls
+            return bool(calls) and all(c.arguments_error or c.name not in tool_names for c in calls)
+    return False
+
+
+def _count_calls(messages: list[dict], tool_names: set[str]) -> tuple[int, int]:
+    calls = invalid = 0
+    for m in messages:
+        if m.get("role") != "assistant":
+            continue
+        for c in m.get("tool_calls") or []:
+            calls += 1
+            if c.get("arguments_error") or c.get("name") not in tool_names:
+                invalid += 1
+    return calls, invalid
+
+
+class _ProgressUI:
+    """A rich progress bar per suite whose description carries the live score."""
+
+    def __init__(self, plan: list[tuple[Suite, list[Sample]]], previous: list[dict], enabled: bool):
+        self.enabled = enabled
+        self.plan = plan
+        self.stats: dict[str, list[float]] = {}
+        for r in previous:
+            if r.get("score") is not None:
+                self.stats.setdefault(r["suite"], []).append(r["score"])
+        self.progress = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "_ProgressUI":
+        if not self.enabled:
+            return self
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[suite]:<6}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[score]}"),
+            TimeElapsedColumn(),
+        )
+        self.progress.__enter__()
+        for suite, samples in self.plan:
+            self.tasks[suite.name] = self.progress.add_task(
+                suite.name, total=len(samples), suite=suite.name, score=self._score(suite.name)
+            )
+        return self
+
+    def _score(self, suite: str) -> str:
+        values = self.stats.get(suite, [])
+        if not values:
+            return "score  -"
+        return f"score {100 * sum(values) / len(values):5.1f}% ({len(values)})"
+
+    def advance(self, suite: str, record: dict) -> None:
+        if record.get("score") is not None:
+            self.stats.setdefault(suite, []).append(record["score"])
+        if self.progress is not None:
+            self.progress.update(self.tasks[suite], advance=1, score=self._score(suite))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+async def run_eval(
+    suites: list[Suite],
+    model: ModelSource,
+    out: str | Path,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run `suites` with `model` into folder `out`; returns the overall summary."""
+    return await EvalRunner(suites=suites, model=model, out=Path(out), **options).run()

@@ -1,0 +1,43 @@
+"""The suites, by name. Modules are imported on first use so `import glm_agent.evals` stays light."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["SUITE_NAMES", "suite_class", "make_suite", "SUITES"]
+
+_MODULES = {
+    "os": ("glm_agent.evals.suites.os", "OSSuite"),
+    "db": ("glm_agent.evals.suites.db", "DBSuite"),
+    "fc": ("glm_agent.evals.suites.fc", "FCSuite"),
+    "math": ("glm_agent.evals.suites.math", "MathSuite"),
+    "web": ("glm_agent.evals.suites.web", "WebSuite"),
+}
+SUITE_NAMES: tuple[str, ...] = tuple(_MODULES)
+
+
+def suite_class(name: str) -> type:
+    if name not in _MODULES:
+        raise KeyError(f"unknown suite {name!r}; available suites: {', '.join(SUITE_NAMES)}")
+    module, attr = _MODULES[name]
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_suite(name: str, data: Any = None, **options: Any) -> Any:
+    return suite_class(name)(data=data, **options)
+
+
+class _Lazy(dict):
+    """`SUITES[name]` -> suite class, imported when first asked for."""
+
+    def __missing__(self, name: str) -> type:
+        cls = suite_class(name)
+        self[name] = cls
+        return cls
+
+    def __contains__(self, name: object) -> bool:
+        return name in _MODULES
+
+
+SUITES: dict[str, type] = _Lazy()

@@ -1,0 +1,317 @@
+"""The suite contract: list samples, build one sample's environment, judge it, aggregate.
+
+A `Suite` knows its tasks and its environment; the runner knows nothing about either. For one
+sample the runner asks the suite for a `SampleEnv` (the tools the agent gets, the system prompt,
+the user prompt), runs an `Agent` with it, then asks the env to judge the run. This mirrors
+AgentBench's `get_indices / start_sample / calculate_overall` with the HTTP layers removed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
+
+if TYPE_CHECKING:
+    from glm_agent.agent.events import RunResult
+    from glm_agent.agent.messages import Message
+    from glm_agent.tools.base import Tool
+
+__all__ = [
+    "Status",
+    "STATUSES",
+    "Sample",
+    "Judgement",
+    "SampleEnv",
+    "Suite",
+    "TaskFileError",
+    "UnsupportedSample",
+    "EnvironmentSetupError",
+    "read_jsonl",
+    "read_json",
+    "final_text",
+    "tool_calls_of",
+    "select_samples",
+    "json_item_lines",
+    "wilson",
+]
+
+Status = Literal[
+    "completed",
+    "task_limit_reached",
+    "invalid_action",
+    "context_limit",
+    "agent_error",
+    "timeout",
+    "unsupported_judge",
+    "task_error",
+]
+STATUSES: tuple[str, ...] = (
+    "completed",
+    "task_limit_reached",
+    "invalid_action",
+    "context_limit",
+    "agent_error",
+    "timeout",
+    "unsupported_judge",
+    "task_error",
+)
+
+
+class TaskFileError(ValueError):
+    """A task file is malformed; the message names the file and the line."""
+
+    def __init__(self, path: str | Path, line: int | None, problem: str):
+        self.path = str(path)
+        self.line = line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+class EnvironmentSetupError(RuntimeError):
+    """The sample's environment could not be built here (an init script failed); the runner
+    records status `task_error` with this message and does not count the sample."""
+
+
+class UnsupportedSample(Exception):
+    """The sample cannot be run or judged here (e.g. its check script is not shipped).
+
+    Raised by `Suite.setup`; the runner records status `unsupported_judge` without calling the
+    model, and the sample does not count towards the score.
+    """
+
+
+@dataclass
+class Sample:
+    """One task. `gold` holds whatever the suite's judge and oracle need."""
+
+    id: str
+    prompt: str
+    category: str = ""
+    gold: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # "file:line" the sample came from, for error messages
+
+
+@dataclass
+class Judgement:
+    """A score in [0, 1]; `passed` is what success rate counts (score == 1 unless a suite says)."""
+
+    score: float
+    passed: bool | None = None
+    detail: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.score = float(self.score)
+        if self.passed is None:
+            self.passed = self.score >= 1.0 - 1e-9
+
+
+@dataclass
+class SampleEnv:
+    """What one sample's agent runs against.
+
+    `stop_after_tools`: the run is meant to end after the first tool-call turn (function-calling
+    suites record calls without executing them), so reaching the step limit is a normal end.
+    `cleanups` run after judging (stop a sandbox, delete a database).
+    """
+
+    tools: list["Tool"]
+    system: str | None = None
+    prompt: str = ""
+    max_steps: int = 10
+    stop_after_tools: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+    cleanups: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def close_tools(self) -> None:
+        for tool in self.tools:
+            try:
+                await tool.aclose()
+            except Exception:  # closing is best effort: the sample is already judged
+                pass
+
+    async def close(self) -> None:
+        for fn in reversed(self.cleanups):
+            try:
+                value = fn()
+                if inspect.isawaitable(value):
+                    await value
+            except Exception:
+                pass
+
+
+class Suite:
+    """Base class of a suite. Subclasses implement `load`, `setup`, `judge`, `oracle`.
+
+    `data` is an optional path to the public benchmark's own files (AgentBench JSON/JSONL, a
+    BFCL data folder, a GSM8K JSONL); without it the suite runs the tasks it ships.
+    """
+
+    name: str = ""
+    description: str = ""
+    max_steps: int = 10
+    sample_timeout: float = 300.0
+    # Metric name shown in reports: success rate for most suites, mean reward for `web`.
+    metric: str = "success rate"
+
+    def __init__(self, data: str | Path | None = None, **options: Any):
+        self.data = Path(data) if data else None
+        self.options = options
+        self._samples: list[Sample] | None = None
+
+    # -- samples ---------------------------------------------------------------------------
+    def load(self) -> list[Sample]:
+        raise NotImplementedError
+
+    def samples(self) -> list[Sample]:
+        if self._samples is None:
+            samples = self.load()
+            seen: set[str] = set()
+            for s in samples:
+                if s.id in seen:
+                    raise TaskFileError(s.source or self.name, None, f"duplicate sample id {s.id!r}")
+                seen.add(s.id)
+            self._samples = samples
+        return self._samples
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start suite-wide resources (a web server). Called once before the first sample."""
+
+    async def aclose(self) -> None:
+        """Stop what `start` started."""
+
+    async def setup(self, sample: Sample, workspace: Path) -> SampleEnv:
+        """Build the sample's environment and tools (fresh per sample)."""
+        raise NotImplementedError
+
+    async def judge(self, sample: Sample, env: SampleEnv, result: "RunResult") -> Judgement:
+        raise NotImplementedError
+
+    def oracle(self, sample: Sample) -> list[Any]:
+        """ScriptedModel turns that replay the sample's gold actions."""
+        raise NotImplementedError
+
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Suite-level summary beyond the generic one (e.g. per-category scores)."""
+        by_cat: dict[str, list[float]] = {}
+        for r in records:
+            if r.get("score") is None:
+                continue
+            by_cat.setdefault(r.get("category") or "all", []).append(r["score"])
+        return {
+            "per_category": {
+                c: {"n": len(v), "score": sum(v) / len(v)} for c, v in sorted(by_cat.items())
+            }
+        }
+
+
+# -- helpers shared by suites ------------------------------------------------------------------
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; bad JSON names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskFileError(path, None, "file not found")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TaskFileError(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise TaskFileError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+            out.append((lineno, obj))
+    return out
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise TaskFileError(path, None, "file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TaskFileError(path, exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def json_item_lines(path: str | Path, count: int) -> list[int]:
+    """Best-effort line numbers of the top-level items of a JSON array (for error messages)."""
+    text = Path(path).read_text(encoding="utf-8")
+    lines, depth, in_str, esc, line = [], 0, False, False, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "[{":
+            if depth == 1:
+                lines.append(line)
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+    lines += [None] * (count - len(lines))  # type: ignore[list-item]
+    return lines[:count]
+
+
+
+def final_text(result: "RunResult") -> str:
+    """The agent's answer: the run output, else the last assistant text."""
+    if result.output:
+        return result.output
+    for m in reversed(result.messages):
+        if getattr(m, "role", "") == "assistant" and m.content:
+            return m.content
+    return ""
+
+
+def tool_calls_of(messages: Iterable["Message"]) -> list[Any]:
+    return [c for m in messages if getattr(m, "role", "") == "assistant" for c in m.tool_calls]
+
+
+def select_samples(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """The first `limit` samples, taken round-robin across categories so small runs cover all."""
+    if limit is None or limit >= len(samples):
+        return list(samples)
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.category, []).append(s)
+    queues = list(groups.values())
+    picked: list[Sample] = []
+    i = 0
+    while len(picked) < limit:
+        q = queues[i % len(queues)]
+        idx = i // len(queues)
+        if idx < len(q):
+            picked.append(q[idx])
+        i += 1
+        if i > len(samples) * max(1, len(queues)):
+            break
+    order = {id(s): n for n, s in enumerate(samples)}
+    return sorted(picked, key=lambda s: order[id(s)])
+
+
+def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a proportion (works for fractional successes of mean rewards)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+

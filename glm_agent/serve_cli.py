@@ -1,0 +1,53 @@
+"""`glm-agent serve`: the typer sub-app. Light on purpose; the server is imported when it runs."""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["serve_app", "resolve_serve_model"]
+
+serve_app = typer.Typer(add_completion=False, no_args_is_help=False)
+
+
+def resolve_serve_model(spec: str):
+    """A ChatModel for `spec`: the lead's resolver when present, else API specs and local models."""
+    try:
+        from glm_agent.app_models import resolve_model
+    except ImportError:
+        resolve_model = None
+    if resolve_model is not None:
+        return resolve_model(spec)
+    if spec.split(":", 1)[0] in ("openai", "zhipu"):
+        from glm_agent.model.openai import model_from_spec
+
+        return model_from_spec(spec)
+    from glm_agent.model.local import LocalModel
+
+    return LocalModel(spec)
+
+
+@serve_app.command("serve")
+def serve(
+    model: str = typer.Option("embedded", "--model", "-m", help="Model to serve: embedded, smollm2, a checkpoint path, or openai:URL#MODEL."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to your network)."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    served_name: str = typer.Option(None, "--served-name", help="Model id clients send (default: the model's name)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    from glm_agent.model.base import ModelError
+
+    try:
+        chat_model = resolve_serve_model(model)
+    except (ModelError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: cannot load model {model!r}: {exc}", err=True)
+        raise typer.Exit(2)
+    from glm_agent.serve import run_server
+
+    name = served_name or getattr(chat_model, "name", model)
+    typer.echo(f"Serving {name!r} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
+    run_server(chat_model, name, host=host, port=port, log_level=log_level)
+
+
+if __name__ == "__main__":  # `python -m glm_agent.serve_cli --model smollm2`
+    serve_app()
