@@ -59,8 +59,9 @@ class Ours:
                                           max_context=4096)
         self.load_s = time.perf_counter() - t
         self.name = f"ours {variant}"
+        self.tokenizer = ck.tokenizer
 
-    def run(self, ids: list[int], n_decode: int) -> tuple[float, float, list[int]]:
+    def run(self, ids: list[int], n_decode: int) -> tuple[float, float, str]:
         e = self.engine
         sid = e.new_stream()
         try:
@@ -75,7 +76,7 @@ class Ours:
             decode = (n_decode - 1) / (time.perf_counter() - t)
         finally:
             e.free(sid)
-        return prefill, decode, out
+        return prefill, decode, self.tokenizer.decode(out)
 
 
 class LlamaCpp:
@@ -93,21 +94,27 @@ class LlamaCpp:
         self.load_s = time.perf_counter() - t
         self.name = "llama.cpp (xllamacpp)"
 
-    def run(self, ids: list[int], n_decode: int) -> tuple[float, float, list[int]]:
+    def run(self, ids: list[int], n_decode: int) -> tuple[float, float, str]:
         r = self.server.handle_completions({
             "prompt": ids, "n_predict": n_decode, "temperature": 0, "ignore_eos": True,
-            "cache_prompt": False, "return_tokens": True,
+            "cache_prompt": False,
         })
         tm = r["timings"]
-        tokens = r.get("tokens") or r["choices"][0].get("tokens") or []
-        return tm["prompt_per_second"], tm["predicted_per_second"], list(tokens)
+        return tm["prompt_per_second"], tm["predicted_per_second"], r["choices"][0]["text"]
+
+
+def _common(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return f"{n} chars"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--variants", default="bf16,int8,int4", help="of fp32,bf16,int8,int4")
-    ap.add_argument("--decode", type=int, default=64, help="tokens to decode")
+    ap.add_argument("--decode", type=int, default=48, help="tokens to decode")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-llamacpp", action="store_true")
@@ -125,8 +132,8 @@ def main() -> None:
     def measure(backend) -> None:
         best = None
         for _ in range(args.rounds):
-            p, d, toks = backend.run(ids, args.decode)
-            best = (p, d, toks) if best is None else (max(best[0], p), max(best[1], d), best[2])
+            p, d, text = backend.run(ids, args.decode)
+            best = (p, d, text) if best is None else (max(best[0], p), max(best[1], d), best[2])
         rows.append((backend.name, backend.load_s, best[0], best[1], best[2]))
 
     if not args.no_llamacpp:
@@ -144,14 +151,16 @@ def main() -> None:
     print(f"\n{ck.name}: {ck.details.get('model_name')} | prompt {len(ids)} tokens, decode {args.decode} "
           f"| {args.threads} threads | torch {torch.__version__} | {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores | load avg {os.getloadavg()[0]:.1f} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    head = f"| {'backend':<22} | {'load s':>6} | {'prefill tok/s':>13} | {'decode tok/s':>12} | {'prefill vs llama.cpp':>20} | {'decode vs llama.cpp':>19} | {'same 16 tokens':>14} |"
+    head = f"| {'backend':<22} | {'load s':>6} | {'prefill tok/s':>13} | {'decode tok/s':>12} | {'prefill vs llama.cpp':>20} | {'decode vs llama.cpp':>19} | {'same text':>9} |"
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    for name, load, p, d, toks in rows:
+    for name, load, p, d, text in rows:
         pr = f"{p / ref[2]:.2f}x" if ref else "-"
         dr = f"{d / ref[3]:.2f}x" if ref else "-"
-        same = "-" if not ref or not ref[4] else ("yes" if toks[:16] == ref[4][:16] else "no")
-        print(f"| {name:<22} | {load:>6.1f} | {p:>13.1f} | {d:>12.2f} | {pr:>20} | {dr:>19} | {same:>14} |")
+        same = "-" if not ref else ("yes" if text == ref[4] else _common(text, ref[4]))
+        print(f"| {name:<22} | {load:>6.1f} | {p:>13.1f} | {d:>12.2f} | {pr:>20} | {dr:>19} | {same:>9} |")
+    if ref:
+        print(f"\nllama.cpp text: {ref[4]!r}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ QuantOpt = typer.Option(None, "--quant", help="Weight-only quantization for a lo
 DeviceOpt = typer.Option(None, "--device", help="Device for a local model: cpu, cuda, auto.")
 AparOpt = typer.Option(False, "--apar", help="APAR parallel decoding (needs an APAR-trained model).")
 WorkspaceOpt = typer.Option(None, "--workspace", help="Session folder for files the tools write.")
+SearchOpt = typer.Option(None, "--search", help="Browser search provider: local, searxng, bing, duckduckgo.")
+SearchIndexOpt = typer.Option(None, "--search-index", help="Folder of pages or site URL for --search local.")
+AllowOpt = typer.Option(None, "--browser-allow", help="Host[:port] the browser may reach although private (repeatable).")
 
 
 def build_agent(
@@ -53,6 +56,9 @@ def build_agent(
     device: str | None = None,
     apar: bool = False,
     workspace: Path | None = None,
+    search: str | None = None,
+    search_index: str | None = None,
+    browser_allow: list[str] | None = None,
 ):
     """The agent the CLI commands drive, from their options."""
     from glm_agent.agent.loop import Agent
@@ -68,7 +74,15 @@ def build_agent(
         "python": {"unsafe_no_sandbox": True} if unsafe_no_sandbox else {},
         "shell": {"unsafe_no_sandbox": True} if unsafe_no_sandbox else {},
         "image": {"model": image_model} if image_model else {},
+        "browser": {},
     }
+    if search or search_index:
+        from glm_agent.tools.browser.cli import provider_options
+
+        provider, search_options = provider_options(search, search_index, None)
+        options["browser"].update(search=provider, search_options=search_options)
+    if browser_allow:
+        options["browser"]["allow"] = list(browser_allow)
     instances = []
     for name in names:
         if ":" in name:  # a user tool: module:function (or module:Tool instance)
@@ -110,13 +124,19 @@ def chat(
     device: Optional[str] = DeviceOpt,
     apar: bool = AparOpt,
     workspace: Optional[Path] = WorkspaceOpt,
+    search: Optional[str] = SearchOpt,
+    search_index: Optional[str] = SearchIndexOpt,
+    browser_allow: Optional[list[str]] = AllowOpt,
     load: Optional[Path] = typer.Option(None, "--load", help="Start from a session saved with /save."),
 ) -> None:
     """Chat with the agent in the terminal (streamed answers, tool panels, /help for commands)."""
     from glm_agent.agent.loop import default_home
     from glm_agent.chat import ChatApp
 
-    agent = build_agent(model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace)
+    agent = build_agent(
+        model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace,
+        search, search_index, browser_allow,
+    )
     if load:
         agent.load(load)
     home = default_home()
@@ -145,12 +165,18 @@ def run(
     device: Optional[str] = DeviceOpt,
     apar: bool = AparOpt,
     workspace: Optional[Path] = WorkspaceOpt,
+    search: Optional[str] = SearchOpt,
+    search_index: Optional[str] = SearchIndexOpt,
+    browser_allow: Optional[list[str]] = AllowOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the whole event log as JSON instead of the answer."),
 ) -> None:
     """Run one prompt and print the answer (exit code 1 if the run did not complete)."""
     if prompt == "-":
         prompt = sys.stdin.read()
-    agent = build_agent(model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace)
+    agent = build_agent(
+        model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace,
+        search, search_index, browser_allow,
+    )
 
     async def go() -> tuple[str, str, list[dict]]:
         events: list[dict] = []
@@ -191,6 +217,7 @@ def list_tools() -> None:
 _GROUPS = [
     ("glm_agent.model.cli", "model_app", "model", "Inspect, quantize and benchmark local models."),
     ("glm_agent.evals.cli", "eval_app", "eval", "Run AgentBench-style suites and compare runs."),
+    ("glm_agent.tools.browser.cli", "app", "browser", "Drive the browser tool by hand (search, open, run actions)."),
 ]
 for _module, _attr, _name, _help in _GROUPS:
     try:

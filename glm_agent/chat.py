@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from glm_agent.agent.events import (
     ToolCallStarted,
 )
 from glm_agent.agent.loop import Agent, SessionFileError
+from glm_agent.tools.browser.citations import render_citations
 
 __all__ = ["ChatApp", "render_event_log", "HELP"]
 
@@ -40,7 +40,6 @@ HELP = """\
 /exit          leave (Ctrl-D works too)
 Ctrl-C interrupts a running answer."""
 
-_CITATION = re.compile(r"【(\d+)†([^】]*)】")
 MAX_PANEL_LINES = 30
 
 
@@ -50,19 +49,6 @@ def _short(text: str, lines: int = MAX_PANEL_LINES) -> str:
         return text
     keep = lines // 2
     return "\n".join(parts[:keep] + [f"… ({len(parts) - 2 * keep} more lines) …"] + parts[-keep:])
-
-
-def render_citations(text: str, citations: dict[str, dict[str, Any]]) -> str:
-    """Replace 【id†title】 with markdown links to the cited source (when known)."""
-
-    def sub(match: re.Match[str]) -> str:
-        source = citations.get(match.group(1))
-        if not source:
-            return match.group(0)
-        title = source.get("title") or match.group(2) or source.get("url", "")
-        return f"[[{match.group(1)}] {title}]({source.get('url', '')})"
-
-    return _CITATION.sub(sub, text)
 
 
 def render_event_log(events: list[dict[str, Any]]) -> str:

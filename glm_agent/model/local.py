@@ -101,6 +101,7 @@ class LocalModel:
     dialect: override the tool-call dialect ("hermes", "glm4", "glm4_0414").
     use_template: render with the model's own chat template (default: when it has one and
         the dialect is not "glm4", whose HF template reads tools from inside messages).
+    apar: APAR parallel decoding (not available yet: streaming raises a clear ModelError).
     tool_result_nudge: text appended to tool results (default: the checkpoint's choice; the
         embedded Qwen-Coder needs it to stop re-calling tools). Pass "" to disable.
     """
@@ -118,6 +119,7 @@ class LocalModel:
         tool_result_nudge: str | None = None,
         settings: GenerationSettings | None = None,
         progress: bool = True,
+        apar: bool = False,
     ):
         self.path_or_name = str(path_or_name)
         self.name = f"local:{self.path_or_name}"
@@ -130,6 +132,7 @@ class LocalModel:
         self._use_template = use_template
         self._nudge = tool_result_nudge
         self._progress = progress
+        self.apar = apar
         self._checkpoint: "Checkpoint | None" = None
         self._engine = None
         self._load_lock = threading.Lock()
@@ -247,6 +250,10 @@ class LocalModel:
 
     def _run(self, messages, tools, settings: GenerationSettings, put, cancel: threading.Event) -> None:
         """Worker thread: prompt -> tokens -> text -> parsed events."""
+        if self.apar:
+            raise ModelError(
+                "APAR parallel decoding is not wired into LocalModel yet; run without --apar."
+            )
         tok = self.tokenizer
         prompt = self.render(messages, tools)
         ids = tok.encode(prompt, allow_special=True)

@@ -61,6 +61,19 @@ def clean_code(code: str) -> str:
     return textwrap.dedent(code).strip("\n")
 
 
+def _describe(box: SandboxConfig, timeout: float) -> str:
+    where = "the working directory" if box.unsafe_no_sandbox else f"{box.workspace_mount} (the working directory)"
+    text = (
+        "Run Python code in a stateful Jupyter notebook environment and return its output "
+        "(stdout, stderr, results, tracebacks). Variables and imports persist between calls. "
+        f"Execution is stopped after {timeout:g} seconds. Files in {where} persist; matplotlib "
+        "figures are saved there automatically."
+    )
+    if not box.network and not box.unsafe_no_sandbox:
+        text += " There is no internet access: do not make network requests."
+    return text
+
+
 class PythonTool(Tool):
     """Run Python in a stateful, sandboxed Jupyter kernel (one per tool instance)."""
 
@@ -70,9 +83,9 @@ class PythonTool(Tool):
     description = (
         "Run Python code in a stateful Jupyter notebook environment and return its output "
         "(stdout, stderr, results, tracebacks). Variables and imports persist between calls. "
-        "Execution is stopped after {timeout:g} seconds. Files in /mnt/data (the working "
-        "directory) persist; matplotlib figures are saved there automatically. There is no "
-        "internet access: do not make network requests."
+        "Execution is stopped after 60 seconds. Files in /mnt/data (the working directory) "
+        "persist; matplotlib figures are saved there automatically. There is no internet "
+        "access: do not make network requests."
     )
     parameters = {
         "type": "object",
@@ -101,10 +114,7 @@ class PythonTool(Tool):
         self.max_images = max_images
         # The agent's own deadline must leave room for interrupt + restart.
         self.timeout = self.exec_timeout + interrupt_grace + 60.0
-        mount = self.sandbox.workspace_mount if not self.sandbox.unsafe_no_sandbox else "the working directory"
-        self.description = type(self).description.format(timeout=self.exec_timeout).replace(
-            "/mnt/data (the working directory)", mount if mount == "the working directory" else f"{mount} (the working directory)"
-        )
+        self.description = _describe(self.sandbox, self.exec_timeout)
         self._session: Any = None
         self._lock = threading.Lock()
         self._image_counter = 0

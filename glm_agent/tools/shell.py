@@ -23,10 +23,10 @@ class ShellTool(Tool):
 
     name = "shell"
     description = (
-        "Run a bash command and return its combined stdout and stderr plus the exit code. "
-        "The working directory is {workdir}; files there persist between commands, nothing "
-        "else does (each command starts a fresh shell). Commands are stopped after {timeout:g} "
-        "seconds. No network access; stdin is empty, so do not run interactive programs."
+        "Run a bash command in {workdir} and return its combined stdout and stderr plus the "
+        "exit code. Files there persist between commands, nothing else does (each command "
+        "starts a fresh shell). Commands are stopped after {timeout:g} seconds. {network}"
+        "Stdin is empty, so do not run interactive programs."
     )
     parameters = {
         "type": "object",
@@ -54,8 +54,10 @@ class ShellTool(Tool):
         self.init = [init] if isinstance(init, str) else list(init or [])
         self.shell = shell
         self.timeout = self.exec_timeout + 15.0
-        workdir = "the working directory" if self.sandbox.unsafe_no_sandbox else self.sandbox.workspace_mount
-        self.description = type(self).description.format(workdir=workdir, timeout=self.exec_timeout)
+        workdir = "the session's working directory" if self.sandbox.unsafe_no_sandbox else self.sandbox.workspace_mount
+        offline = not self.sandbox.network and not self.sandbox.unsafe_no_sandbox
+        self.description = type(self).description.format(
+            workdir=workdir, timeout=self.exec_timeout, network="There is no network access. " if offline else "")
         self._initialized = False
 
     async def run_raw(
