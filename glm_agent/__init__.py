@@ -42,6 +42,7 @@ _EXPORTS = {
     "ToolContext": "glm_agent.tools.base",
     "tool": "glm_agent.tools.base",
     "registry": "glm_agent.tools.base",
+    "SandboxConfig": "glm_agent.sandbox.config",
     # models
     "ChatModel": "glm_agent.model.base",
     "GenerationSettings": "glm_agent.model.base",

@@ -83,6 +83,13 @@ def build_agent(
         options["browser"].update(search=provider, search_options=search_options)
     if browser_allow:
         options["browser"]["allow"] = list(browser_allow)
+    if not unsafe_no_sandbox and {"python", "shell"} & set(names):
+        from glm_agent.sandbox import SandboxUnavailableError, check_bwrap
+
+        try:  # say it now, not as a tool observation in the middle of a chat
+            check_bwrap()
+        except SandboxUnavailableError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--tools") from None
     instances = []
     for name in names:
         if ":" in name:  # a user tool: module:function (or module:Tool instance)
@@ -217,6 +224,7 @@ def list_tools() -> None:
 _GROUPS = [
     ("glm_agent.model.cli", "model_app", "model", "Inspect, quantize and benchmark local models."),
     ("glm_agent.evals.cli", "eval_app", "eval", "Run AgentBench-style suites and compare runs."),
+    ("glm_agent.sandbox.cli", "app", "sandbox", "Check the sandbox; run a command in it."),
     ("glm_agent.tools.browser.cli", "app", "browser", "Drive the browser tool by hand (search, open, run actions)."),
 ]
 for _module, _attr, _name, _help in _GROUPS:

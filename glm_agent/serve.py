@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -53,6 +54,7 @@ from glm_agent.model.openai import tool_call_from_openai
 __all__ = ["create_app", "APIError", "ChatRequest", "parse_chat_request", "EngineWorker", "run_server", "serve_in_thread"]
 
 MAX_BODY_BYTES = 8 << 20
+log = logging.getLogger("glm_agent.serve")
 
 
 class APIError(Exception):
@@ -69,10 +71,15 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status)
 
 
-def _model_error(exc: ModelError) -> APIError:
+def _model_error(exc: Exception) -> APIError:
+    """The error body for what generation raised: overflow is the client's 400, the rest our 500."""
     if isinstance(exc, ContextOverflowError):
         return APIError(400, str(exc), param="messages", code="context_length_exceeded")
-    return APIError(500, f"The model failed: {exc}", type="server_error", code="model_error")
+    if isinstance(exc, ModelError):
+        return APIError(500, f"The model failed: {exc}", type="server_error", code="model_error")
+    # A bug: answer it like any model failure (the connection stays usable) and log the traceback.
+    log.error("generation failed", exc_info=exc)
+    return APIError(500, f"Internal server error: {type(exc).__name__}: {exc}", type="server_error")
 
 
 # ---------------------------------------------------------------- request validation
@@ -448,7 +455,7 @@ def create_app(
             first = await events.__anext__()
         except StopAsyncIteration:
             first = None
-        except ModelError as exc:
+        except Exception as exc:  # noqa: BLE001
             return _model_error(exc).response()
         return StreamingResponse(
             _sse(first, events, cid, served, req.include_usage),
@@ -526,7 +533,7 @@ async def _complete(events: AsyncIterator[ModelEvent], cid: str, served: str) ->
                 calls.append(event.call)
             elif isinstance(event, ModelDone):
                 done = event
-    except ModelError as exc:
+    except Exception as exc:  # noqa: BLE001
         return _model_error(exc).response()
     content = "".join(text)
     message: dict[str, Any] = {"role": "assistant", "content": content if (content or not calls) else None}
@@ -581,10 +588,7 @@ async def _sse(
             elif isinstance(event, ModelDone):
                 done = event
     except Exception as exc:  # noqa: BLE001 - headers are sent: the error travels as an SSE event
-        error = _model_error(exc) if isinstance(exc, ModelError) else APIError(
-            500, f"Internal server error: {type(exc).__name__}: {exc}", type="server_error"
-        )
-        yield f"data: {json.dumps(error.body(), ensure_ascii=False)}\n\n"
+        yield f"data: {json.dumps(_model_error(exc).body(), ensure_ascii=False)}\n\n"
         return
     finally:
         await events.aclose()

@@ -20,7 +20,8 @@ Step API (used by `generate`, APAR and servers; every stream lives in `engine.ca
     engine.decode_step(sids: list[int], last_tokens: list[int]) -> Tensor[B, vocab]
     engine.step(sids: list[int], ids: list[list[int]]) -> Tensor[B, vocab]   (general form)
     engine.forward_logits(ids: list[int]) -> Tensor[T, vocab]    full-sequence scoring, no cache
-Logits are float32 on the engine's device.
+Logits are float32 on the engine's device. An engine is not thread-safe: one caller (thread)
+drives it at a time (LocalModel holds a lock around generation).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ class Engine:
             )
         if config.tie_embeddings:
             model.lm_head.weight = model.embed.weight
-        if quant is not None and quant.get("lm_head"):
+        if isinstance(quant, dict) and quant.get("lm_head"):
             quantize(model, quant)  # only lm_head is still a float nn.Linear here
         model.eval()
         return cls(

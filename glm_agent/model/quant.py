@@ -179,10 +179,18 @@ def quantize_int4(w: Tensor, group_size: int = 128) -> tuple[Tensor, Tensor, Ten
 def dequantize_int4(
     qweight: Tensor, scales: Tensor, zeros: Tensor, group_size: int, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """Back to a dense [N, Kp] weight (padding columns included)."""
-    n = qweight.shape[0]
-    q = unpack_int4(qweight).view(n, -1, group_size).to(dtype)
-    w = (q - 8) * scales.to(dtype)[..., None] + zeros.to(dtype)[..., None]
+    """Back to a dense [N, Kp] weight (padding columns included).
+
+    Computed as q * scale + (zero - 8 * scale): unpacking writes straight into the output and the
+    affine map runs in place, 4 passes over the weight instead of ~8 (this is the large-M path).
+    """
+    n, half = qweight.shape
+    w = torch.empty(n, half, 2, dtype=dtype, device=qweight.device)
+    w[..., 0] = qweight >> 4
+    w[..., 1] = qweight & 0xF
+    w = w.view(n, -1, group_size)
+    s = scales.to(dtype)[..., None]
+    w.mul_(s).add_(zeros.to(dtype)[..., None] - 8 * s)
     return w.view(n, -1)
 
 

@@ -179,6 +179,7 @@ class KernelSession:
         self._kc: Any = None
         self.kernel_pid: int | None = None
         self.restarts = 0
+        self._interrupt_lock = threading.Lock()
         self._worker = _Worker(f"glm-kernel-{self._runtime.name}")
         self._closed = False
         # What the exit-time reaper needs, without a reference to self.
@@ -411,10 +412,11 @@ class KernelSession:
         km = self._km
         if km is None:
             return
-        try:
-            km.interrupt_kernel()
-        except Exception:  # noqa: BLE001 - a dead kernel cannot be interrupted
-            pass
+        with self._interrupt_lock:  # the manager's control socket is not thread-safe
+            try:
+                km.interrupt_kernel()
+            except Exception:  # noqa: BLE001 - a dead kernel cannot be interrupted
+                pass
 
     def _kill(self) -> None:
         kc, km = self._kc, self._km

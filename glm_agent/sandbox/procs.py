@@ -1,6 +1,6 @@
 """Process-tree helpers and the last-resort reaper that keeps sandboxes orphan-free.
 
-Read from /proc directly (no psutil). The reaper kills every live sandbox when the
+Read from /proc directly (no psutil). The reaper kills a sandbox when its owner is collected or the
 interpreter exits; bubblewrap's --die-with-parent (or setpriv --pdeathsig) covers the
 cases where Python never gets to run its exit handlers (SIGKILL).
 """

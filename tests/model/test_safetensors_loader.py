@@ -72,13 +72,22 @@ def test_original_chatglm_layout_matches(tmp_path):
     assert (got - _hf_logits(model, IDS)).abs().max().item() < 1e-4
 
 
-def test_sharded_checkpoint_loads_lazily(tmp_path):
+def test_sharded_checkpoint_loads_lazily(tmp_path, monkeypatch):
     model = make_hf_model("glm4")
     folder = save_hf(model, tmp_path / "sharded", max_shard_size="40KB")
     index = json.loads((folder / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 2
+    import safetensors
+
+    opened = []
+    real_open = safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda p, **kw: opened.append(p) or real_open(p, **kw))
     config, weights = load_safetensors_checkpoint(folder)
+    assert opened == []  # nothing read before iteration
+    next(weights)
+    assert len(opened) == 1  # one shard at a time
     names = [name for name, _ in weights]
+    assert len(opened) == len(set(index["weight_map"].values()))
     assert len(names) == len(set(names)) and "layers.1.attn.qkv.weight" in names
     got = _engine(folder).forward_logits(IDS)
     assert (got - _hf_logits(model, IDS)).abs().max().item() < 1e-4

@@ -28,10 +28,13 @@ import json
 import re
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from glm_agent.model.config import ModelConfig
 from glm_agent.model.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["read_hf_config", "load_safetensors_checkpoint", "expected_shapes", "SUPPORTED_ARCHITECTURES"]
 
@@ -250,7 +253,12 @@ def _check_shard(path: Path) -> list[str]:
             f"{path} is truncated: its header describes {8 + n + end} bytes but the file has "
             f"{size}; re-download it"
         )
-    return [k for k in header if k != "__metadata__"]
+    # Layer by layer (natural order), so fused parts of one layer arrive together.
+    return sorted((k for k in header if k != "__metadata__"), key=_natural)
+
+
+def _natural(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 def _shards(folder: Path) -> list[Path]:
@@ -273,7 +281,7 @@ def _shards(folder: Path) -> list[Path]:
     )
 
 
-def load_safetensors_checkpoint(folder) -> tuple[ModelConfig, Iterator[tuple[str, "object"]]]:
+def load_safetensors_checkpoint(folder) -> tuple[ModelConfig, Iterator[tuple[str, "torch.Tensor"]]]:
     """Config plus a lazy iterator of `(canonical_name, tensor)` in checkpoint order.
 
     All shards are checked (present, not truncated) before the first tensor is read.
@@ -287,7 +295,7 @@ def load_safetensors_checkpoint(folder) -> tuple[ModelConfig, Iterator[tuple[str
     return config, _iterate(config, shards, names, rules)
 
 
-def _iterate(config: ModelConfig, shards, names, rules) -> Iterator[tuple[str, "object"]]:
+def _iterate(config: ModelConfig, shards, names, rules) -> Iterator[tuple[str, "torch.Tensor"]]:
     import torch
     from safetensors import safe_open
 

@@ -1,0 +1,287 @@
+"""APAR decoding on a real (random-weight) GLM decoder: exactness against fresh-cache decoding,
+block accounting and sharing, no-fork equivalence, the fork rules, document-order streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _random_engine import random_engine
+from glm_agent.model.apar import FORK, STOP, AparDecoder, AparTokens, ForcedSchedule
+from glm_agent.model.base import GenerationSettings, ModelError
+
+PROMPT = [5, 17, 200, 3, 99, 42, 7, 255, 128, 64, 33]
+EOS = 1
+
+
+@pytest.fixture(scope="module")
+def engine():
+    # block_size 4: many block boundaries, so forks land in partly filled blocks (copy on write)
+    return random_engine("glm4", max_context=256, block_size=4)
+
+
+@pytest.fixture(scope="module")
+def greedy_ref(engine):
+    return list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=40)))
+
+
+@pytest.fixture(scope="module")
+def tokens(greedy_ref):
+    # Control ids the random model never picks greedily, so masking them changes nothing.
+    unused = [t for t in range(2, 256) if t not in greedy_ref and t not in PROMPT]
+    return AparTokens(fork_id=unused[-1], child_id=unused[-2])
+
+
+def _nodes(root):
+    out = [root]
+    for _, child in root.children:
+        out += _nodes(child)
+    return out
+
+
+class _ForkHappy:
+    """The engine with [Fork] boosted in every logit row: a model that always wants to fork."""
+
+    def __init__(self, engine, fork_id):
+        self._e, self._fork = engine, fork_id
+
+    def __getattr__(self, name):
+        return getattr(self._e, name)
+
+    def _boost(self, x):
+        x = x.clone()
+        x[..., self._fork] += 1e3
+        return x
+
+    def prefill(self, sid, ids):
+        return self._boost(self._e.prefill(sid, ids))
+
+    def decode_step(self, sids, toks):
+        return self._boost(self._e.decode_step(sids, toks))
+
+
+# ---- equivalence and exactness ---------------------------------------------------------------
+
+
+def test_no_fork_apar_equals_normal_greedy(engine, tokens, greedy_ref):
+    dec = AparDecoder(engine, tokens)
+    got = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=40)))
+    assert got == greedy_ref and len(set(got)) > 5
+    assert dec.stats.forks == 0 and dec.stats.finish_reason == "length"
+    # with a stop token: the stop is yielded last, as Engine.generate does
+    stop = greedy_ref[12]
+    ref = list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=40), {stop}))
+    got = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=40), {stop}))
+    assert got == ref and got[-1] == stop and dec.stats.finish_reason == "stop"
+    # the non-fast path (repetition penalty) too
+    s = GenerationSettings(max_new_tokens=30, repetition_penalty=1.3)
+    assert list(dec.generate(PROMPT, s)) == list(engine.generate(PROMPT, s))
+    assert engine.cache.num_used_blocks == 0
+
+
+def test_every_stream_logits_equal_fresh_decoding_of_its_visible_sequence(engine, tokens):
+    # forks in the root (one right at a block boundary, one mid-block), a grandchild, and
+    # streams of different lengths finishing at different times
+    sched = ForcedSchedule(
+        forks={(): [2, 7, 11], (0,): [3], (1,): [5]},
+        ends={(): 16, (0,): 9, (1,): 12, (2,): 4, (0, 0): 6, (1, 0): 3},
+    )
+    checked = {}
+
+    def on_step(streams, logits):
+        for node, row in zip(streams, logits):
+            ref = engine.forward_logits(node.visible)[-1]
+            torch.testing.assert_close(row, ref, atol=1e-4, rtol=1e-4)
+            checked[node.path] = checked.get(node.path, 0) + 1
+
+    dec = AparDecoder(engine, tokens, max_depth=3, schedule=sched, on_step=on_step)
+    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}))
+    assert dec.stats.forks == 5 and dec.stats.finish_reason == "stop"
+    assert set(checked) == {(), (0,), (1,), (2,), (0, 0), (1, 0)}
+    assert sum(checked.values()) == dec.stats.tokens - 6  # every token but the 6 stop tokens
+    # a child's first position follows its fork point: its visible prefix ends with [Fork]
+    for node in _nodes(dec.root)[1:]:
+        assert node.prefix[-1] == tokens.fork_id and node.tokens[0] == tokens.child_id
+    assert out[-1] == EOS and tokens.fork_id not in out and tokens.child_id not in out
+
+
+# ---- blocks ---------------------------------------------------------------------------------
+
+
+def test_blocks_shared_never_written_by_a_sibling_and_all_freed(engine, tokens, monkeypatch):
+    cache = engine.cache
+    bs = cache.block_size
+    writes_to_shared = []
+    real_write = cache.write
+
+    def write(layer, slots, k, v):
+        for b in {int(s) // bs for s in slots}:
+            if cache.refcount(b) != 1:
+                writes_to_shared.append(b)
+        return real_write(layer, slots, k, v)
+
+    monkeypatch.setattr(cache, "write", write)
+    snapshots = []  # (stream, prefix length, k, v of its visible prefix at fork time)
+
+    def kv_of(node, n):
+        table = torch.tensor(cache.block_table(node.cache_id))
+        slots = (table[:, None] * bs + torch.arange(bs)).flatten()[:n]
+        return cache.k[:, :, slots].clone(), cache.v[:, :, slots].clone()
+
+    def on_fork(parent, child):
+        n = cache.length(child.cache_id)
+        assert n == len(child.prefix) and cache.block_table(child.cache_id) == cache.block_table(parent.cache_id)
+        assert all(cache.refcount(b) >= 2 for b in cache.block_table(child.cache_id))
+        full = cache.block_table(child.cache_id)[: n // bs]
+        snapshots.append((child, n, *kv_of(child, n), full))
+        snapshots.append((parent, n, *kv_of(parent, n), full))
+
+    def on_step(streams, logits):
+        for node, n, k, v, full in snapshots:
+            if not node.done:  # what a live stream reads of its prefix never changes...
+                k2, v2 = kv_of(node, n)
+                assert torch.equal(k, k2) and torch.equal(v, v2)
+                # ...and its full prefix blocks are still the shared ones (no copy)
+                assert cache.block_table(node.cache_id)[: len(full)] == full
+
+    free_before = cache.num_free_blocks
+    sched = ForcedSchedule.structured(items=5, detail_tokens=9, head_tokens=3)
+    dec = AparDecoder(engine, tokens, schedule=sched, on_fork=on_fork, on_step=on_step)
+    list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=500), {EOS}))
+    assert dec.stats.forks == 5 and snapshots
+    assert writes_to_shared == []
+    assert cache.num_used_blocks == 0 and cache.num_free_blocks == free_before == cache.max_blocks
+    assert cache.live_streams == []
+
+
+def test_finished_stream_frees_at_once_and_closing_frees_everything(engine, tokens):
+    cache = engine.cache
+    used = []
+    sched = ForcedSchedule(forks={(): [1]}, ends={(0,): 2, (): 40})
+    dec = AparDecoder(engine, tokens, schedule=sched, on_step=lambda s, l: used.append((len(s), cache.num_used_blocks)))
+    gen = dec.generate(PROMPT, GenerationSettings(max_new_tokens=100), {EOS})
+    for _ in range(12):
+        next(gen)
+    # once the short child ended, only the root's blocks remain: prompt + its tokens
+    n, blocks = used[-1]
+    assert n == 1 and blocks == -(-cache.length(dec.root.cache_id) // cache.block_size)
+    gen.close()
+    assert cache.num_used_blocks == 0 and dec.stats.finish_reason == "cancelled"
+
+
+# ---- rules ----------------------------------------------------------------------------------
+
+
+def test_child_token_is_never_sampled(engine, greedy_ref):
+    # make [Child] the token the model wants most at the first step
+    toks = AparTokens(fork_id=250, child_id=greedy_ref[0])
+    dec = AparDecoder(engine, toks, keep_control=True)
+    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=20)))
+    assert toks.child_id not in out and out[0] != greedy_ref[0]
+
+
+def test_fork_happy_model_respects_no_double_fork_and_caps(engine, tokens):
+    happy = _ForkHappy(engine, tokens.fork_id)
+    for max_streams, max_depth in ((4, 2), (6, 3), (1, 2)):
+        dec = AparDecoder(happy, tokens, max_streams=max_streams, max_depth=max_depth, keep_control=True)
+        list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=60)))
+        nodes = _nodes(dec.root)
+        assert dec.stats.peak_streams <= max_streams
+        assert len(nodes) == 1 + dec.stats.forks
+        assert max(len(n.path) + 1 for n in nodes) == min(max_depth, 1 + (max_streams > 1))
+        assert dec.stats.forks == max_streams - 1  # nobody finishes: the cap is reached
+        for n in nodes:
+            assert n.depth == len(n.path) + 1
+            toks = n.tokens
+            assert all(not (a == tokens.fork_id and b in (tokens.fork_id, tokens.child_id)) for a, b in zip(toks, toks[1:]))
+            assert tokens.child_id not in toks[1:] and (toks[0] == tokens.child_id) == bool(n.path)
+            if n.depth >= max_depth:
+                assert tokens.fork_id not in toks
+        assert engine.cache.num_used_blocks == 0
+
+
+def test_forced_forks_obey_the_rules(engine, tokens):
+    # consecutive forks, a fork right after [Child], and more items than the stream cap
+    sched = ForcedSchedule(forks={(): [1, 2, 5, 8, 11, 14], (0,): [1, 3]}, ends={(): 20, **{(i,): 6 for i in range(6)}})
+    dec = AparDecoder(engine, tokens, max_streams=3, max_depth=2, schedule=sched)
+    list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}))
+    nodes = _nodes(dec.root)
+    assert dec.stats.peak_streams <= 3
+    # root: 2 follows a fork; 8 comes while 3 streams are live (child 0 ends in that very
+    # step); child 0: index 1 follows [Child] and depth 2 is the cap anyway
+    forks = [i for i, t in enumerate(dec.root.tokens) if t == tokens.fork_id]
+    assert forks == [1, 5, 11, 14] and len(nodes) == 5
+    assert all(not n.children for n in nodes if n.path)
+    assert dec.stats.refused_forks == 4
+    assert engine.cache.num_used_blocks == 0
+
+
+def test_budget_counts_all_streams_and_schedule_validation(engine, tokens):
+    sched = ForcedSchedule.structured(items=4, detail_tokens=30)
+    dec = AparDecoder(engine, tokens, schedule=sched)
+    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=25), {EOS}))
+    assert dec.stats.tokens == 25 and dec.stats.finish_reason == "length"
+    assert len(out) <= 25 and engine.cache.num_used_blocks == 0
+    with pytest.raises(ValueError, match="stop_token_ids"):
+        list(AparDecoder(engine, tokens, schedule=ForcedSchedule(ends={(): 2})).generate(PROMPT, GenerationSettings()))
+    assert engine.cache.num_used_blocks == 0
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        AparDecoder(engine, AparTokens(999, 3))
+
+
+# ---- document order -------------------------------------------------------------------------
+
+
+def _final_prefix_len(root, stops, control) -> int:
+    """Independent oracle: tokens that no live stream precedes in document order."""
+    count = 0
+
+    def walk(node) -> bool:
+        nonlocal count
+        kids = dict(node.children)
+        for i in range(len(node.tokens) + 1):
+            if i in kids and not walk(kids[i]):
+                return False
+            if i == len(node.tokens):
+                break
+            t = node.tokens[i]
+            if t not in control and not (t in stops and node.path):
+                count += 1
+        return node.done
+
+    walk(root)
+    return count
+
+
+def test_document_order_reassembly_and_prompt_streaming(engine, tokens):
+    control = {tokens.fork_id, tokens.child_id}
+    received: list[int] = []
+    waits = []
+
+    def on_step(streams, logits):
+        # everything final has been handed out already, and nothing more
+        assert len(received) == _final_prefix_len(dec.root, {EOS}, control)
+        waits.append(len(received))
+
+    sched = ForcedSchedule(forks={(): [2, 5, 8], (1,): [2]}, ends={(): 10, (0,): 9, (1,): 4, (2,): 3, (1, 0): 5})
+    dec = AparDecoder(engine, tokens, max_depth=3, schedule=sched, on_step=on_step)
+    for tok in dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}):
+        received.append(tok)
+
+    def doc(node):
+        out, kids = [], dict(node.children)
+        for i, t in enumerate(node.tokens):
+            if t not in control and not (t == EOS and node.path):
+                out.append(t)
+            if i + 1 in kids:
+                out += doc(kids[i + 1])
+        return out
+
+    expected = doc(dec.root)
+    assert received == expected and received[-1] == EOS
+    # child 0's details come before the root's second item although the root wrote it earlier
+    root, child0 = dec.root, dict(dec.root.children)[3]
+    assert received[:2] == root.tokens[:2]
+    assert received[2:10] == child0.tokens[1:9]
+    assert received[10:12] == root.tokens[3:5]
+    assert waits[1] > 0 and len(set(waits)) > 4  # streamed progressively, not at the end
