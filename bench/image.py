@@ -89,7 +89,7 @@ def bench_cpu(model: str, steps: int, repeats: int, threads: list[int]) -> None:
     t0 = threads[0]
     header += [f"ms/step ({t0}t best)", f"vs 64px ({t0}t best)"]
     if len(threads) > 1:
-        header.append(f"{threads[-1]}t vs {t0}t (best)")
+        header.append(f"time {threads[-1]}t / {t0}t (best)")
     rows = []
     for size in sizes:
         row = [f"{size}x{size}", str(steps)]
@@ -98,7 +98,7 @@ def bench_cpu(model: str, steps: int, repeats: int, threads: list[int]) -> None:
         best = min(results[(size, t0)])
         row += [f"{best / steps * 1000:.1f}", f"{best / min(results[(64, t0)]):.1f}x"]
         if len(threads) > 1:
-            row.append(f"{best / min(results[(size, threads[-1])]):.2f}x faster")
+            row.append(f"{min(results[(size, threads[-1])]) / best:.2f}x")
         rows.append(row)
     _table(f"CPU, {Path(model).name} pipeline, fp32, {repeats} runs each", header, rows)
     print("512x512: GPU only (run this script on a CUDA machine).")

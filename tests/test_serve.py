@@ -281,6 +281,15 @@ class Probe(ScriptedModel):
             self.endings.append(ending)
 
 
+async def wait_pending(http: httpx.AsyncClient, url: str, n: int) -> None:
+    """Until at least `n` requests are in line or running on the server (no fixed sleeps)."""
+    for _ in range(1000):
+        if (await http.get(url.removesuffix("/v1") + "/health")).json()["pending"] >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never saw {n} pending requests")
+
+
 async def test_concurrent_requests_run_one_at_a_time_and_models_stays_responsive(serve):
     probe = Probe([f"answer {i} " + "x " * 10 for i in range(4)], delay=0.02)
     url = serve(probe)
@@ -291,8 +300,8 @@ async def test_concurrent_requests_run_one_at_a_time_and_models_stays_responsive
             return r.json()["choices"][0]["message"]["content"]
 
         tasks = [asyncio.create_task(ask(i)) for i in range(4)]
-        await asyncio.sleep(0.05)
-        # While generations queue up, the HTTP side still answers at once.
+        await wait_pending(http, url, 2)
+        # While generations queue up, the HTTP side still answers.
         models = await http.get(url + "/models")
         health = (await http.get(url.removesuffix("/v1") + "/health")).json()
         answers = await asyncio.gather(*tasks)
@@ -321,7 +330,7 @@ async def test_queue_limit_answers_503(serve):
     url = serve(probe, max_pending=1)
     async with httpx.AsyncClient(timeout=60) as http:
         first = asyncio.create_task(http.post(url + "/chat/completions", json={"messages": HELLO}))
-        await asyncio.sleep(0.2)
+        await wait_pending(http, url, 1)
         second = await http.post(url + "/chat/completions", json={"messages": HELLO})
         assert (await first).status_code == 200
     assert second.status_code == 503 and second.json()["error"]["code"] == "server_overloaded"

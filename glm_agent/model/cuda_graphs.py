@@ -5,9 +5,9 @@ Python and launches than the GPU spends reading weights. Capturing one decode st
 graph (or compiling it with `torch.compile(mode="reduce-overhead")`) replays all of it with one
 launch. Graphs need every shape and address fixed, so this module keeps:
 
-- `StaticKVCache`: `[batch, kv_heads, max_context + 1, head_dim]` per layer, allocated once.
-  Row b of the batch is one stream; slot `max_context` is a scratch slot that idle rows (and
-  the capture warm-up) write to, so they never disturb a real stream.
+- `StaticKVCache`: `[batch, kv_heads, slots, head_dim]` per layer, allocated once, with
+  slots = max_context + 1 rounded up to 16. Row b of the batch is one stream; the last slot is a
+  scratch slot that idle rows (and the capture warm-up) write to, so they never disturb a stream.
 - `StaticDecoder`: wraps E1's `Decoder` unchanged. The decoder's attention calls
   `cache.write(layer, slots, k, v)` and `cache.attend(layer, q, batch)`; this cache answers
   those calls with static shapes, so the same layer code (and the same `QuantLinear`s) run in
@@ -61,12 +61,15 @@ class StaticKVCache:
                  max_context: int, *, device, dtype) -> None:
         self.max_context = max_context
         self.num_kv_heads = num_kv_heads
-        shape = (num_layers, batch_size, num_kv_heads, max_context + 1, head_dim)
+        # >= max_context + 1 slots (the last is the scratch slot), rounded up to 16 so the key
+        # mask's last dimension is aligned for the memory-efficient SDPA kernel.
+        self.num_slots = -(-(max_context + 1) // 16) * 16
+        self.scratch = self.num_slots - 1
+        shape = (num_layers, batch_size, num_kv_heads, self.num_slots, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self._current: StaticBatch | None = None
-        slots = torch.arange(max_context + 1, device=device)
-        self._slot_ids = slots  # for decode key masks
+        self._slot_ids = torch.arange(self.num_slots, device=device)  # for decode key masks
 
     @property
     def memory_bytes(self) -> int:
@@ -125,14 +128,14 @@ class StaticDecoder:
         cfg = model.config
         self.model, self.config, self.mode = model, cfg, mode
         self.batch_size, self.max_context = batch_size, max_context
-        if model.cos is None or model.cos.shape[0] < max_context + 1:
-            model.init_rope(max_context + 1, self.device)  # +1: the scratch slot's position
         self.cache = StaticKVCache(cfg.num_layers, batch_size, cfg.num_kv_heads, cfg.head_dim,
                                    max_context, device=self.device, dtype=self.dtype)
+        if model.cos is None or model.cos.shape[0] < self.cache.num_slots:
+            model.init_rope(self.cache.num_slots, self.device)  # the scratch slot needs a position too
         self.lengths = [0] * batch_size
         # Static inputs of the decode step: their addresses are baked into the graph.
         self._ids = torch.zeros(batch_size, dtype=torch.long, device=self.device)
-        self._pos = torch.full((batch_size,), max_context, dtype=torch.long, device=self.device)
+        self._pos = torch.full((batch_size,), self.cache.scratch, dtype=torch.long, device=self.device)
         self._batch = StaticBatch(torch.arange(batch_size, device=self.device), self._pos, decode=True)
         self._graph = None
         self._out = None
@@ -190,7 +193,7 @@ class StaticDecoder:
 
     def _capture(self) -> None:
         saved_ids, saved_pos = self._ids.clone(), self._pos.clone()
-        self._pos.fill_(self.max_context)  # warm-up writes go to the scratch slot only
+        self._pos.fill_(self.cache.scratch)  # warm-up writes go to the scratch slot only
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -243,7 +246,7 @@ class StaticDecoder:
         pos = []
         for r, t in enumerate(tokens):
             if t is None:
-                pos.append(self.max_context)
+                pos.append(self.cache.scratch)
             elif self.lengths[r] >= self.max_context:
                 raise StaticDecodeError(f"row {r} is full ({self.max_context} tokens); raise max_context")
             else:

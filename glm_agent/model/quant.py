@@ -276,7 +276,7 @@ class QuantLinear(nn.Module):
         w = dequantize_int4(self.qweight, self.scales, self.zeros, self.group_size, dtype)
         return w[:, : self.in_features]
 
-    def weight_bytes(self, device_type: str | None = None) -> int:
+    def weight_bytes(self) -> int:
         """Bytes of weight data one small-M forward reads (for rooflines)."""
         n = self.qweight.numel() * self.qweight.element_size() + self.scales.numel() * 2
         if self.bits == 4:

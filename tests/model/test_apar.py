@@ -25,10 +25,14 @@ def greedy_ref(engine):
     return list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=40)))
 
 
+PENALTY = GenerationSettings(max_new_tokens=30, repetition_penalty=1.3)
+
+
 @pytest.fixture(scope="module")
-def tokens(greedy_ref):
+def tokens(engine, greedy_ref):
     # Control ids the random model never picks greedily, so masking them changes nothing.
-    unused = [t for t in range(2, 256) if t not in greedy_ref and t not in PROMPT]
+    seen = set(greedy_ref) | set(engine.generate(PROMPT, PENALTY)) | set(PROMPT)
+    unused = [t for t in range(2, 256) if t not in seen]
     return AparTokens(fork_id=unused[-1], child_id=unused[-2])
 
 
@@ -74,8 +78,7 @@ def test_no_fork_apar_equals_normal_greedy(engine, tokens, greedy_ref):
     got = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=40), {stop}))
     assert got == ref and got[-1] == stop and dec.stats.finish_reason == "stop"
     # the non-fast path (repetition penalty) too
-    s = GenerationSettings(max_new_tokens=30, repetition_penalty=1.3)
-    assert list(dec.generate(PROMPT, s)) == list(engine.generate(PROMPT, s))
+    assert list(dec.generate(PROMPT, PENALTY)) == list(engine.generate(PROMPT, PENALTY))
     assert engine.cache.num_used_blocks == 0
 
 
@@ -85,6 +88,7 @@ def test_every_stream_logits_equal_fresh_decoding_of_its_visible_sequence(engine
     sched = ForcedSchedule(
         forks={(): [2, 7, 11], (0,): [3], (1,): [5]},
         ends={(): 16, (0,): 9, (1,): 12, (2,): 4, (0, 0): 6, (1, 0): 3},
+        sampled_stops=False,
     )
     checked = {}
 
@@ -98,7 +102,7 @@ def test_every_stream_logits_equal_fresh_decoding_of_its_visible_sequence(engine
     out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}))
     assert dec.stats.forks == 5 and dec.stats.finish_reason == "stop"
     assert set(checked) == {(), (0,), (1,), (2,), (0, 0), (1, 0)}
-    assert sum(checked.values()) == dec.stats.tokens - 6  # every token but the 6 stop tokens
+    assert sum(checked.values()) == dec.stats.tokens - 5  # one row per token but the 5 [Child]
     # a child's first position follows its fork point: its visible prefix ends with [Fork]
     for node in _nodes(dec.root)[1:]:
         assert node.prefix[-1] == tokens.fork_id and node.tokens[0] == tokens.child_id
@@ -157,7 +161,7 @@ def test_blocks_shared_never_written_by_a_sibling_and_all_freed(engine, tokens, 
 def test_finished_stream_frees_at_once_and_closing_frees_everything(engine, tokens):
     cache = engine.cache
     used = []
-    sched = ForcedSchedule(forks={(): [1]}, ends={(0,): 2, (): 40})
+    sched = ForcedSchedule(forks={(): [1]}, ends={(0,): 2, (): 40}, sampled_stops=False)
     dec = AparDecoder(engine, tokens, schedule=sched, on_step=lambda s, l: used.append((len(s), cache.num_used_blocks)))
     gen = dec.generate(PROMPT, GenerationSettings(max_new_tokens=100), {EOS})
     for _ in range(12):
@@ -182,13 +186,13 @@ def test_child_token_is_never_sampled(engine, greedy_ref):
 
 def test_fork_happy_model_respects_no_double_fork_and_caps(engine, tokens):
     happy = _ForkHappy(engine, tokens.fork_id)
-    for max_streams, max_depth in ((4, 2), (6, 3), (1, 2)):
+    for max_streams, max_depth, deepest in ((4, 2, 2), (6, 3, 3), (1, 2, 1)):
         dec = AparDecoder(happy, tokens, max_streams=max_streams, max_depth=max_depth, keep_control=True)
         list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=60)))
         nodes = _nodes(dec.root)
         assert dec.stats.peak_streams <= max_streams
         assert len(nodes) == 1 + dec.stats.forks
-        assert max(len(n.path) + 1 for n in nodes) == min(max_depth, 1 + (max_streams > 1))
+        assert max(len(n.path) + 1 for n in nodes) == deepest
         assert dec.stats.forks == max_streams - 1  # nobody finishes: the cap is reached
         for n in nodes:
             assert n.depth == len(n.path) + 1
@@ -202,7 +206,8 @@ def test_fork_happy_model_respects_no_double_fork_and_caps(engine, tokens):
 
 def test_forced_forks_obey_the_rules(engine, tokens):
     # consecutive forks, a fork right after [Child], and more items than the stream cap
-    sched = ForcedSchedule(forks={(): [1, 2, 5, 8, 11, 14], (0,): [1, 3]}, ends={(): 20, **{(i,): 6 for i in range(6)}})
+    sched = ForcedSchedule(forks={(): [1, 2, 5, 8, 11, 14], (0,): [1, 3]}, ends={(): 20, **{(i,): 6 for i in range(6)}},
+                           sampled_stops=False)
     dec = AparDecoder(engine, tokens, max_streams=3, max_depth=2, schedule=sched)
     list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}))
     nodes = _nodes(dec.root)
@@ -263,7 +268,8 @@ def test_document_order_reassembly_and_prompt_streaming(engine, tokens):
         assert len(received) == _final_prefix_len(dec.root, {EOS}, control)
         waits.append(len(received))
 
-    sched = ForcedSchedule(forks={(): [2, 5, 8], (1,): [2]}, ends={(): 10, (0,): 9, (1,): 4, (2,): 3, (1, 0): 5})
+    sched = ForcedSchedule(forks={(): [2, 5, 8], (1,): [2]}, ends={(): 10, (0,): 9, (1,): 4, (2,): 3, (1, 0): 5},
+                           sampled_stops=False)
     dec = AparDecoder(engine, tokens, max_depth=3, schedule=sched, on_step=on_step)
     for tok in dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}):
         received.append(tok)

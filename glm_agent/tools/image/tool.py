@@ -181,9 +181,10 @@ class ImageTool(Tool):
             settings.append(f"{generated.steps} steps")
         if generated.seed is not None:
             settings.append(f"seed {generated.seed}")
+        shown = request.prompt if len(request.prompt) <= 100 else request.prompt[:97].rstrip() + "..."
         content = (
-            f"The image was generated and shown to the user. It is saved in the workspace as "
-            f"{path.name} ({', '.join(settings)})."
+            f"Generated an image of \"{shown}\" and showed it to the user. It is saved in the "
+            f"workspace as {path.name} ({', '.join(settings)})."
         )
         return ToolResult(
             content=content,

@@ -36,7 +36,10 @@ async def test_generates_png_from_saved_folder(tiny_pipeline_dir, tmp_path):
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size == (64, 64) and image.mode == "RGB"
         assert image.text["prompt"] == "a small red cat" and image.text["seed"] == "7"
-    assert path.name in result.content and "64x64" in result.content and "seed 7" in result.content
+    assert result.content == (
+        f'Generated an image of "a small red cat" and showed it to the user. It is saved in the '
+        f"workspace as {path.name} (64x64, 2 steps, seed 7)."
+    )
     assert result.data["steps"] == 2 and result.data["backend"] == "diffusers"
 
 
