@@ -9,21 +9,11 @@ __all__ = ["serve_app", "resolve_serve_model"]
 serve_app = typer.Typer(add_completion=False, no_args_is_help=False)
 
 
-def resolve_serve_model(spec: str):
-    """A ChatModel for `spec`: the lead's resolver when present, else API specs and local models."""
-    try:
-        from glm_agent.app_models import resolve_model
-    except ImportError:
-        resolve_model = None
-    if resolve_model is not None:
-        return resolve_model(spec)
-    if spec.split(":", 1)[0] in ("openai", "zhipu"):
-        from glm_agent.model.openai import model_from_spec
+def resolve_serve_model(spec: str, **options):
+    """A ChatModel for `spec`, through the CLI's own resolver (`glm_agent.app_models`)."""
+    from glm_agent.app_models import resolve_model
 
-        return model_from_spec(spec)
-    from glm_agent.model.local import LocalModel
-
-    return LocalModel(spec)
+    return resolve_model(spec, **{k: v for k, v in options.items() if v is not None})
 
 
 @serve_app.command("serve")
@@ -31,6 +21,8 @@ def serve(
     model: str = typer.Option("embedded", "--model", "-m", help="Model to serve: embedded, smollm2, a checkpoint path, or openai:URL#MODEL."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to your network)."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    quant: str = typer.Option(None, "--quant", help="Weight-only quantization of a local model: int8 or int4."),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda[:n] (local models)."),
     served_name: str = typer.Option(None, "--served-name", help="Model id clients send (default: the model's name)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
@@ -38,7 +30,11 @@ def serve(
     from glm_agent.model.base import ModelError
 
     try:
-        chat_model = resolve_serve_model(model)
+        chat_model = resolve_serve_model(model, quant=quant, device=device)
+        load = getattr(chat_model, "load", None)
+        if callable(load):  # load now: bad files fail here, and the first client does not wait
+            typer.echo(f"Loading {model!r}...", err=True)
+            load()
     except (ModelError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: cannot load model {model!r}: {exc}", err=True)
         raise typer.Exit(2)

@@ -183,7 +183,7 @@ def write_report(out: str | Path, suites: dict[str, Any] | None = None) -> dict[
 
 def _suites_by_name(out: Path) -> dict[str, Any]:
     """Suite objects (not loaded) for the names in a run folder, for metrics and categories."""
-    from glm_agent.evals.suites import SUITES
+    from glm_agent.evals.suites import SUITE_NAMES, SUITES
 
     names = {r["suite"] for r in load_records(out)}
-    return {n: SUITES[n]() for n in names if n in SUITES}
+    return {n: SUITES[n]() for n in SUITE_NAMES if n in names}

@@ -95,7 +95,16 @@ class EvalRunner:
             for suite, samples in plan:
                 if not samples:
                     continue
-                await suite.start()
+                try:
+                    await suite.start()
+                except Exception as exc:  # e.g. the shop cannot bind: every sample of it fails, not the run
+                    for sample in samples:
+                        record = self._blank(suite, sample)
+                        record.update(status="task_error", detail=f"suite {suite.name} could not start: {exc}")
+                        self._append(record)
+                        ui.advance(suite.name, record)
+                    await suite.aclose()
+                    continue
                 try:
                     async def one(sample: Sample, suite: Suite = suite) -> None:
                         async with sem:
@@ -116,34 +125,12 @@ class EvalRunner:
         from glm_agent.agent import Agent
         from glm_agent.agent.messages import messages_adapter
 
-        seed = sample_seed(self.seed, suite.name, sample.id)
         workspace = self.out / "work" / _safe(suite.name) / _safe(sample.id)
         if workspace.exists():
             shutil.rmtree(workspace, ignore_errors=True)
         workspace.mkdir(parents=True, exist_ok=True)
-        record: dict[str, Any] = {
-            "suite": suite.name,
-            "id": sample.id,
-            "category": sample.category,
-            "model": self.model_name,
-            "seed": seed,
-            "status": "task_error",
-            "score": None,
-            "passed": None,
-            "detail": "",
-            "judge": {},
-            "output": "",
-            "error": None,
-            "steps": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "tool_calls": 0,
-            "invalid_calls": 0,
-            "seconds": 0.0,
-            "prompt": sample.prompt,
-            "system": None,
-            "messages": [],
-        }
+        record = self._blank(suite, sample)
+        seed = record["seed"]
         started = time.perf_counter()
         env: SampleEnv | None = None
         agent = None
@@ -169,7 +156,8 @@ class EvalRunner:
                     model,
                     tools=env.tools,
                     system=env.system,
-                    max_steps=self.max_steps or env.max_steps,
+                    # A suite that stops after the first tool-call turn keeps its own limit.
+                    max_steps=env.max_steps if env.stop_after_tools else (self.max_steps or env.max_steps),
                     settings=settings,
                     workspace=workspace,
                     session_id=f"{suite.name}-{_safe(sample.id)}",
@@ -233,6 +221,32 @@ class EvalRunner:
                 shutil.rmtree(workspace, ignore_errors=True)
 
     # -- internals -------------------------------------------------------------------------
+    def _blank(self, suite: Suite, sample: Sample) -> dict[str, Any]:
+        """A sample's record before it runs (status task_error until something better is known)."""
+        return {
+            "suite": suite.name,
+            "id": sample.id,
+            "category": sample.category,
+            "model": self.model_name,
+            "seed": sample_seed(self.seed, suite.name, sample.id),
+            "status": "task_error",
+            "score": None,
+            "passed": None,
+            "detail": "",
+            "judge": {},
+            "output": "",
+            "error": None,
+            "steps": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "tool_calls": 0,
+            "invalid_calls": 0,
+            "seconds": 0.0,
+            "prompt": sample.prompt,
+            "system": None,
+            "messages": [],
+        }
+
     def _model_for(self, suite: Suite, sample: Sample) -> Any:
         if hasattr(self.model, "stream"):
             return self.model

@@ -101,7 +101,11 @@ class LocalModel:
     dialect: override the tool-call dialect ("hermes", "glm4", "glm4_0414").
     use_template: render with the model's own chat template (default: when it has one and
         the dialect is not "glm4", whose HF template reads tools from inside messages).
-    apar: APAR parallel decoding (not available yet: streaming raises a clear ModelError).
+    apar: APAR parallel decoding (`glm_agent.model.apar`): the model's `[Fork]` starts a child
+        stream decoded in the same batch; text arrives in document order. Needs an APAR-tuned
+        checkpoint. apar_tokens: (fork, child) token names (default "[Fork]"/"[Child]", then
+        "[SplitMask]"/"[SplitSop]"). apar_options: AparDecoder keywords (max_streams,
+        max_depth, schedule).
     tool_result_nudge: text appended to tool results (default: the checkpoint's choice; the
         embedded Qwen-Coder needs it to stop re-calling tools). Pass "" to disable.
     """
@@ -120,6 +124,8 @@ class LocalModel:
         settings: GenerationSettings | None = None,
         progress: bool = True,
         apar: bool = False,
+        apar_tokens: tuple[str, str] | None = None,
+        apar_options: dict | None = None,
     ):
         self.path_or_name = str(path_or_name)
         self.name = f"local:{self.path_or_name}"
@@ -133,6 +139,8 @@ class LocalModel:
         self._nudge = tool_result_nudge
         self._progress = progress
         self.apar = apar
+        self._apar_tokens = apar_tokens
+        self._apar_options = dict(apar_options or {})
         self._checkpoint: "Checkpoint | None" = None
         self._engine = None
         self._load_lock = threading.Lock()
@@ -250,11 +258,13 @@ class LocalModel:
 
     def _run(self, messages, tools, settings: GenerationSettings, put, cancel: threading.Event) -> None:
         """Worker thread: prompt -> tokens -> text -> parsed events."""
-        if self.apar:
-            raise ModelError(
-                "APAR parallel decoding is not wired into LocalModel yet; run without --apar."
-            )
         tok = self.tokenizer
+        apar = None
+        if self.apar:  # resolve the control tokens first: a non-APAR model fails clearly
+            from glm_agent.model.apar import AparDecoder, AparTokens
+
+            apar = AparDecoder(self.engine, AparTokens.from_tokenizer(tok, *(self._apar_tokens or (None, None))),
+                               **self._apar_options)
         prompt = self.render(messages, tools)
         ids = tok.encode(prompt, allow_special=True)
         engine = self.engine
@@ -283,7 +293,10 @@ class LocalModel:
                 saw_call |= isinstance(ev, ToolCallReady)
                 put(ev)
 
-        gen = engine.generate(ids, run_settings, stop_token_ids=stop_ids)
+        if apar is not None:  # tokens come in document order, control tokens dropped
+            gen = apar.generate(ids, run_settings, stop_token_ids=stop_ids)
+        else:
+            gen = engine.generate(ids, run_settings, stop_token_ids=stop_ids)
         try:
             for token in gen:
                 n += 1
@@ -307,7 +320,8 @@ class LocalModel:
                 put(ev)
         if saw_call:
             finish = "tool_calls"
-        put(ModelDone(finish_reason=finish, prompt_tokens=len(ids), completion_tokens=n))
+        used = apar.stats.tokens if apar is not None else n  # APAR: every stream's tokens
+        put(ModelDone(finish_reason=finish, prompt_tokens=len(ids), completion_tokens=used))
 
     async def complete(
         self, messages: list[Message], tools: list[ToolSpec] = (), settings: GenerationSettings | None = None

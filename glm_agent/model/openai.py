@@ -314,6 +314,11 @@ class OpenAIModel:
         self._dialect = None
         self._send_stream_options = True
 
+    @classmethod
+    def from_spec(cls, spec: str, **overrides: Any) -> "OpenAIModel":
+        """`openai:URL#MODEL?opts` / `zhipu:MODEL` (see `parse_model_spec`); keyword overrides win when not None."""
+        return model_from_spec(spec, **overrides)
+
     def __repr__(self) -> str:
         return f"OpenAIModel(model={self.model!r}, base_url={self.base_url!r}, tool_mode={self.tool_mode!r})"
 
@@ -347,6 +352,11 @@ class OpenAIModel:
         if status in (401, 403):
             return ModelError(
                 f"{where} refused the API key (HTTP {status}). Check the key (api_key=, OPENAI_API_KEY or ZHIPUAI_API_KEY).{said}"
+            )
+        if status == 404 and path == "completions":
+            return ModelError(
+                f"tool_mode='dialect' sends the {self.dialect_name} prompt to {where}, which this server does "
+                f"not have (404). Use tool_mode='native' with a server that parses tool calls.{said}"
             )
         if status == 404:
             return ModelError(
@@ -509,7 +519,7 @@ class OpenAIModel:
                         if parser is None:
                             yield TextDelta(text)
                         else:
-                            for event in parser.feed(text):
+                            for event in _declared_only(parser.feed(text), tools):
                                 found_in_content |= isinstance(event, ToolCallReady)
                                 yield event
                     if delta.get("tool_calls"):
@@ -521,7 +531,7 @@ class OpenAIModel:
         finally:
             await response.aclose()
         if parser is not None:
-            for event in parser.finish():
+            for event in _declared_only(parser.finish(), tools):
                 found_in_content |= isinstance(event, ToolCallReady)
                 yield event
         native = calls.finish()
@@ -545,15 +555,7 @@ class OpenAIModel:
         }
         if self.use_stream and self._send_stream_options:
             body["stream_options"] = {"include_usage": True}
-        try:
-            response = await self._post("completions", body)
-        except ModelError as exc:
-            if "404" in str(exc) and not isinstance(exc, ContextOverflowError):
-                raise ModelError(
-                    f"tool_mode='dialect' sends the {dialect.name} prompt to {self.base_url}/completions, "
-                    f"which this server does not have. Use a server with a tool parser and tool_mode='native'. ({exc})"
-                ) from None
-            raise
+        response = await self._post("completions", body)
         parser = dialect.parser(tools)
         finish, usage, any_call = "stop", {}, False
         try:
@@ -594,6 +596,16 @@ class OpenAIModel:
                     yield chunk
         except httpx.HTTPError as exc:
             raise ModelError(f"The stream from {self.base_url}/{path} broke off ({type(exc).__name__}: {exc}).") from exc
+
+
+def _declared_only(events: list, tools: Sequence[ToolSpec]) -> list:
+    """Content parsed as a call to a tool nobody declared was prose after all ("Result\n{...}")."""
+    names = {t.name for t in tools} | {t.glm_builtin for t in tools if t.glm_builtin}
+    return [
+        e if not isinstance(e, ToolCallReady) or e.call.name in names
+        else TextDelta(f"{e.call.name}\n{e.call.raw_arguments or ''}")
+        for e in events
+    ]
 
 
 def _done(finish: str, usage: dict[str, Any]) -> ModelDone:

@@ -53,13 +53,13 @@ QUANT_FORMAT = "glm-agent-weight-only-v1"
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 # Largest M that still uses the packed kernel, per (device type, bits); above it: dequantize + GEMM.
-# CPU values from bench/quant_kernels.py on the 2-core dev box; CUDA int4 from the H200 table in
+# CPU values from bench/quant_kernels.py on the 2-core dev box (AVX512-BF16); CUDA int4 from the H200 table in
 # research §3.8 (tinygemm 0.26 ms vs bf16 0.14 ms/layer at M=16, 0.93 vs 0.15 at M=64; a dequantize
 # pass costs ~2-3 bf16 GEMVs, so the crossover sits between 16 and 64). Re-measure with
 # `bench/quant_kernels.py` on the target GPU and adjust.
 MAX_KERNEL_ROWS: dict[tuple[str, int], int] = {
-    ("cpu", 4): 64,
-    ("cpu", 8): 64,
+    ("cpu", 4): 256,  # measured (loaded 2-core box): int4 kernel >= 2x faster than dequantize+GEMM to M=256
+    ("cpu", 8): 64,  # int8 kernel wins to M=64, loses ~1.5-3x at M=256
     ("cuda", 4): 32,
     ("cuda", 8): 1 << 30,  # the cuda_int8 kernel is itself "cast + GEMM" (research §4.2)
 }
@@ -331,8 +331,10 @@ def _k_reference(m: QuantLinear, x: Tensor) -> Tensor:
 
 
 def _k_dequant(m: QuantLinear, x: Tensor) -> Tensor:
-    """Large M: one dequantize pass into the activation dtype, then a dense GEMM."""
-    return F.linear(x, m.dequantize(x.dtype))
+    """Large M: one dequantize pass, then a dense GEMM. On CPU in bf16 (AVX512-BF16 GEMMs run
+    ~3x faster than fp32 on the dev box; the packed kernels take bf16 activations anyway)."""
+    dtype = torch.bfloat16 if x.device.type == "cpu" else x.dtype
+    return F.linear(x.to(dtype), m.dequantize(dtype)).to(x.dtype)
 
 
 def _int4_scales_zeros(m: QuantLinear, n_pad: int) -> Tensor:

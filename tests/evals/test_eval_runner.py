@@ -103,6 +103,14 @@ async def test_timeout_and_task_limit_statuses(ev, tmp_path):
     (r,) = ev.records(tmp_path / "loop")
     assert r["status"] == "task_limit_reached" and r["steps"] == 3 and r["tool_calls"] == 3
 
+    # The step override never applies to fc, which ends after the first tool-call turn.
+    fc_model = lambda su, sa: ScriptedModel([[ToolCall(name="set_timer", arguments={"minutes": 25})]] + ["chatter"] * 5)
+    fc = make_suite("fc")
+    fc._samples = [s for s in fc.samples() if s.id == "simple_7"]
+    await ev.run_suite(fc, fc_model, tmp_path / "fc", max_steps=6)
+    (r,) = ev.records(tmp_path / "fc")
+    assert r["status"] == "completed" and r["steps"] == 1 and r["tool_calls"] == 1
+
     # Calling a tool that does not exist until the limit is an invalid action.
     bad_model = lambda su, sa: ScriptedModel([ToolCall(name="mysql", arguments={"q": "x"})] * 5)
     await ev.run_suite(make_suite("db"), bad_model, tmp_path / "bad", limit=1, max_steps=2)
@@ -291,3 +299,16 @@ def test_cli_run_report_compare(tmp_path):
     assert res.exit_code != 0 and "unknown suite" in res.output
     res = runner.invoke(eval_app, ["report", str(tmp_path / "empty")])
     assert res.exit_code == 2
+
+
+async def test_suite_that_cannot_start_fails_its_samples_only(ev, tmp_path):
+    from glm_agent.evals.runner import run_eval
+
+    class Broken(type(make_suite("fc"))):
+        async def start(self):
+            raise OSError("address already in use")
+
+    summary = await run_eval([Broken(), make_suite("db")], OracleFactory(), tmp_path, limit=2, progress=False)
+    assert summary["suites"]["fc"]["statuses"] == {"task_error": 2}
+    assert summary["suites"]["db"]["score"] == 1.0
+    assert all("could not start" in r["detail"] for r in ev.records(tmp_path) if r["suite"] == "fc")

@@ -291,3 +291,52 @@ def test_document_order_reassembly_and_prompt_streaming(engine, tokens):
     assert received[2:10] == child0.tokens[1:9]
     assert received[10:12] == root.tokens[3:5]
     assert waits[1] > 0 and len(set(waits)) > 4  # streamed progressively, not at the end
+
+
+# ---- LocalModel(apar=True) with a real small model -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smol_apar():
+    from glm_agent.model.local import LocalModel
+
+    # SmolLM2 is not APAR-tuned: two special tokens it never writes in a chat stand in for
+    # [Fork]/[Child], so free decoding never forks and a schedule drives the forks.
+    return LocalModel("smollm2", dtype="float32", progress=False, apar=True,
+                      apar_tokens=("<gh_stars>", "<issue_start>")).load()
+
+
+async def test_local_model_apar_without_control_tokens_is_a_clear_error():
+    from glm_agent.agent.messages import UserMessage
+    from glm_agent.model.local import LocalModel
+
+    m = LocalModel("smollm2", dtype="float32", progress=False, apar=True)
+    with pytest.raises(ModelError, match=r"\[Fork\]/\[Child\]"):
+        await m.complete([UserMessage(content="hi")], [], GenerationSettings(max_new_tokens=4))
+
+
+async def test_local_model_apar_streams_same_text_then_reassembles_forks(smol_apar):
+    from glm_agent.agent.messages import UserMessage
+
+    m = smol_apar
+    msgs = [UserMessage(content="List three fruits.")]
+    settings = GenerationSettings(max_new_tokens=24)
+    ids = m.tokenizer.encode(m.render(msgs, []), allow_special=True)
+    stops = set(m.tokenizer.eos_ids) | set(m.checkpoint.config.eos_token_ids)
+    ref = [t for t in m.engine.generate(ids, settings, stops) if t not in stops]
+    text, calls, done = await m.complete(msgs, [], settings)
+    assert text == m.tokenizer.decode(ref) and text.strip() and done.completion_tokens == len(ref)
+
+    # a forced fork after the root's 3rd token: the child's text lands right after it
+    m._apar_options = {"schedule": ForcedSchedule(forks={(): [3]}, ends={(0,): 6})}
+    try:
+        text, _, done = await m.complete(msgs, [], GenerationSettings(max_new_tokens=30))
+    finally:
+        m._apar_options = {}
+    dec = AparDecoder(m.engine, AparTokens.from_tokenizer(m.tokenizer, "<gh_stars>", "<issue_start>"),
+                      schedule=ForcedSchedule(forks={(): [3]}, ends={(0,): 6}))
+    doc = [t for t in dec.generate(ids, GenerationSettings(max_new_tokens=30), stops) if t not in stops]
+    root, child = dec.root.tokens, dict(dec.root.children)[4].tokens
+    assert doc[:3] == root[:3] and doc[3:8] == child[1:6] and doc[8:10] == root[4:6]
+    assert text == m.tokenizer.decode(doc) and done.completion_tokens == dec.stats.tokens
+    assert m.engine.cache.num_used_blocks == 0

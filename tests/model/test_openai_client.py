@@ -547,3 +547,23 @@ async def test_json_answer_to_a_stream_request_is_still_read():
     replay = Replay(httpx.Response(200, json=VLLM_TOOL_CALL))
     _, calls, done, _ = await collect(replay.model(tool_mode="native"))
     assert calls[0].arguments == {"city": "Beijing"} and done.completion_tokens == 22
+
+
+def test_one_model_across_event_loops(own_server):
+    # Agent.run_sync makes a new event loop per call; the HTTP pool must follow it.
+    import asyncio
+
+    url = own_server(ScriptedModel(["one", "two"]))
+    model = OpenAIModel("served", base_url=url)
+    assert asyncio.run(collect(model, tools=()))[0] == "one"
+    assert asyncio.run(collect(model, tools=()))[0] == "two"
+    asyncio.run(model.aclose())
+
+
+async def test_content_that_only_looks_like_an_unknown_call_stays_text():
+    chunks = [_chunk({"content": "Result\n"}), _chunk({"content": "{\"a\": 1}"}), _chunk({}, finish="stop")]
+    replay = Replay(sse_response(chunks))
+    model = replay.model()
+    text, calls, done, _ = await collect(model)
+    assert calls == [] and text == "Result\n{\"a\": 1}" and done.finish_reason == "stop"
+    assert model.tool_mode == "auto"

@@ -44,8 +44,8 @@ MAX_CHARS = 4000
 
 SYSTEM = (
     "You are an agent that answers questions about a SQLite database by running SQL. "
-    "Use the `sql` tool to execute one SQLite statement at a time; it returns the result rows or "
-    "the error. Quote table and column names that contain spaces or symbols with double quotes "
+    "Do not guess: always call the `sql` tool first, with one SQLite statement per call; it returns "
+    "the result rows or the error. Quote table and column names that contain spaces or symbols with double quotes "
     "or backticks. When you know the answer, reply without calling a tool, ending with a line "
     '`Final Answer: ["value1", "value2", ...]` (a JSON list of the answer values). If the task '
     "asks you to change the table (INSERT/UPDATE), make the change with the `sql` tool and then "

@@ -19,8 +19,8 @@ from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileEr
 __all__ = ["MathSuite", "load_gsm8k", "gold_number", "extract_number", "numbers_match", "python_tool"]
 
 SYSTEM = (
-    "You solve math word problems. Use the `python` tool to do every calculation (print the "
-    "result). When you are done, reply without calling a tool and end with a line `#### <number>` "
+    "You solve math word problems. Do not compute in your head: always call the `python` tool "
+    "first to do the calculation (print the result). When you are done, reply without calling a tool and end with a line `#### <number>` "
     "giving only the final numeric answer."
 )
 

@@ -61,8 +61,9 @@ __all__ = [
 OUTPUT_LIMIT = 800  # AgentBench truncates command output past 800 characters
 SYSTEM = (
     "You are an assistant operating a Linux (Debian) machine through the `shell` tool, which runs "
-    "a bash script as root and returns its output. Your working directory is /root. Work step by "
-    "step: inspect, then act. There is no network. When you have the answer, reply without calling "
+    "a bash script as root and returns its output. Your working directory is /root. Do not guess: "
+    "always call the `shell` tool first to inspect or change the machine, one script per turn, and "
+    "read its output. There is no network. When you have the answer, reply without calling "
     "a tool, with a final line `Answer: <answer>` (only the value, e.g. `Answer: 3`). If the task "
     "asks you to change something rather than report a value, make the change and reply "
     "`Answer: done`."
@@ -414,12 +415,19 @@ class OSSuite(Suite):
             self._resolve(sample, sample.gold["example"], "example")
         home = workspace.parent / f"{workspace.name}.home"
         shutil.rmtree(home, ignore_errors=True)
-        env = await self._build(sample, workspace, home)
+        env = None
+        try:
+            env = await self._build(sample, workspace, home)
+            if sample.gold.get("start"):
+                code, _ = self._resolve(sample, sample.gold["start"], "start")
+                env.start_background(code)
+                await asyncio.sleep(0.5)
+        except BaseException:
+            if env is not None:
+                env.stop()
+            shutil.rmtree(home, ignore_errors=True)
+            raise
         cleanups = [env.stop, lambda: shutil.rmtree(home, ignore_errors=True)]
-        if sample.gold.get("start"):
-            code, _ = self._resolve(sample, sample.gold["start"], "start")
-            env.start_background(code)
-            await asyncio.sleep(0.5)
         tool = _project_shell_tool(env) if self.options.get("project_shell", True) else None
         return SampleEnv(
             tools=[tool or SandboxShellTool(env)],
