@@ -332,7 +332,8 @@ def main() -> int:
     if hf:
         print(f"{'HF GlmForCausalLM':<22}{'eager':<9}{1:>5}{hf[0]:>10.1f}{'':>10}{'':>8}{'1.0x':>8}{'':>12}{_gib(hf[1]):>10}")
     print()
-    print(f"prefill, one {args.prompt_len}-token prompt (SDPA causal; int4/int8 dequantize + bf16 GEMM):")
+    print(f"prefill, one {args.prompt_len}-token prompt (SDPA causal; quantized layers pick their kernel by rows, "
+          f"on CUDA at 2k: dequantize + bf16 GEMM):")
     for w, pf in prefill.items():
         print(f"  {w:<6} {pf:>10.0f} tok/s" if isinstance(pf, float) else f"  {w:<6} ERROR {pf}")
     return 0

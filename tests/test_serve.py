@@ -267,9 +267,9 @@ def test_tool_call_from_the_real_embedded_model():
         pytest.skip(f"the embedded model is not installed: {exc}")
     from glm_agent.model.local import LocalModel
 
-    model = LocalModel("embedded", progress=False)
+    model = LocalModel("embedded", progress=False).load()
     with serve_in_thread(create_app(model, "qwen", close_model=True)) as url:
-        stream = client(url).chat.completions.create(
+        stream = client(url).with_options(timeout=600).chat.completions.create(
             model="qwen", messages=[{"role": "user", "content": "What is the weather in Paris right now?"}],
             tools=[WEATHER_TOOL], max_tokens=64, temperature=0, stream=True,
         )

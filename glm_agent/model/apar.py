@@ -318,7 +318,7 @@ class AparDecoder:
                     break
                 # Streams that still need a forward; a full context ends the stream.
                 feed = []
-                for node in live:
+                for node in list(live):
                     if cache.length(node.cache_id) >= engine.max_context:
                         self._finish(node, "length", live)
                     else:
@@ -373,9 +373,9 @@ class AparDecoder:
             if sched is not None and not sched.sampled_stops and stops:
                 x[:, list(stops)] = float("-inf")
             sampled_forks = sched is None or sched.sampled_forks
-            for j, ok in enumerate(may_fork):
-                if not (ok and sampled_forks):
-                    x[j, fork_id] = float("-inf")
+            ban = [not (ok and sampled_forks) for ok in may_fork]
+            if any(ban):  # one masked write for the whole batch (no per-row launches)
+                x[:, fork_id].masked_fill_(torch.tensor(ban, device=x.device), float("-inf"))
             picks = x.argmax(-1).tolist() if fast else None
             out = []
             for j, node in enumerate(fed):

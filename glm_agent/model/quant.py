@@ -5,7 +5,7 @@ Formats (what a checkpoint stores; portable across devices):
     int8  per output channel, symmetric   qweight int8 [N, K]      scales bf16 [N]
     int4  per group of G inputs, min/max  qweight uint8 [N, Kp/2]  scales, zeros bf16 [N, Kp/G]
           two values per byte, high nibble = even k; w = (q - 8) * scale + zero (gpt-fast / tinygemm);
-          Kp = K rounded up to G (padded inputs have zero weight, the forward pads x to match).
+          Kp = K rounded up to G (the forward pads x with zeros, so padded columns add nothing).
 
 The packed int4 layouts the kernels read are device specific (CPU: `_convert_weight_to_int4pack_for_cpu`,
 CUDA: tinygemm `_convert_weight_to_int4pack`), so they are built from the portable tensors at first use
@@ -46,21 +46,21 @@ __all__ = [
     "kernel_names",
     "quantize_linears",
     "prepare_quantized",
-    "quant_suffixes",
 ]
 
 QUANT_FORMAT = "glm-agent-weight-only-v1"
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 # Largest M that still uses the packed kernel, per (device type, bits); above it: dequantize + GEMM.
-# CPU values from bench/quant_kernels.py on the 2-core dev box (AVX512-BF16); CUDA int4 from the H200 table in
-# research §3.8 (tinygemm 0.26 ms vs bf16 0.14 ms/layer at M=16, 0.93 vs 0.15 at M=64; a dequantize
-# pass costs ~2-3 bf16 GEMVs, so the crossover sits between 16 and 64). Re-measure with
-# `bench/quant_kernels.py` on the target GPU and adjust.
+# CPU: bench/quant_kernels.py on the 2-core dev box (AVX512-BF16). CUDA int4: estimated from the
+# H200 table in research §3.8 (tinygemm 0.26 ms vs bf16 0.14 ms per layer at M=16, 0.93 vs 0.15 at
+# M=64) and the eager dequantize pass (~15 bytes moved per weight, ~7 bf16 GEMVs = ~1.1 ms per
+# layer), which puts the crossover near M=90. Not yet measured on a GPU: run
+# `bench/quant_kernels.py --device cuda` there and adjust.
 MAX_KERNEL_ROWS: dict[tuple[str, int], int] = {
     ("cpu", 4): 256,  # measured (loaded 2-core box): int4 kernel >= 2x faster than dequantize+GEMM to M=256
     ("cpu", 8): 64,  # int8 kernel wins to M=64, loses ~1.5-3x at M=256
-    ("cuda", 4): 32,
+    ("cuda", 4): 64,
     ("cuda", 8): 1 << 30,  # the cuda_int8 kernel is itself "cast + GEMM" (research §4.2)
 }
 
@@ -112,11 +112,6 @@ def normalize_quant(quant: Any) -> dict | None:
     return {"format": QUANT_FORMAT, "bits": bits, "group_size": group_size, "lm_head": bool(quant.get("lm_head", False))}
 
 
-def quant_suffixes(bits: int) -> tuple[str, ...]:
-    """Tensor-name suffixes a quantized linear stores (besides an optional `.bias`)."""
-    return ("qweight", "scales") if bits == 8 else ("qweight", "scales", "zeros")
-
-
 # ---------------------------------------------------------------------------- int8
 
 
@@ -129,7 +124,7 @@ def quantize_int8(w: Tensor) -> tuple[Tensor, Tensor]:
         amax = c.abs().amax(dim=1).clamp(min=1e-12)  # all-zero rows: any positive scale gives q = 0
         # Quantize against the stored (bf16-rounded) scale so dequantization has no systematic error.
         scale = (amax / 127).to(torch.bfloat16)
-        qs.append(torch.round(c / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8))
+        qs.append((c * (1 / scale.float())[:, None]).round_().clamp_(-127, 127).to(torch.int8))
         ss.append(scale)
     return torch.cat(qs), torch.cat(ss)
 
@@ -165,11 +160,16 @@ def quantize_int4(w: Tensor, group_size: int = 128) -> tuple[Tensor, Tensor, Ten
     kp = math.ceil(k / group_size) * group_size
     qs, ss, zs = [], [], []
     for chunk in w.split(_ROW_CHUNK):
-        c = F.pad(chunk.float(), (0, kp - k)).view(chunk.shape[0], kp // group_size, group_size)
-        lo, hi = c.amin(-1), c.amax(-1)
+        c = chunk.float()
+        if kp != k:
+            c = F.pad(c, (0, kp - k))
+        c = c.view(chunk.shape[0], kp // group_size, group_size)
+        lo, hi = torch.aminmax(c, dim=-1)
         scale = ((hi - lo) / 15).clamp(min=1e-12).to(torch.bfloat16)  # constant group: tiny scale, q = 8
         zero = (lo + 8 * scale.float()).to(torch.bfloat16)
-        q = torch.round((c - zero.float()[..., None]) / scale.float()[..., None] + 8).clamp_(0, 15)
+        # q = (w - zero) / scale + 8 as one fused pass: w * (1/scale) + (8 - zero/scale)
+        inv = 1 / scale.float()
+        q = torch.addcmul((8 - zero.float() * inv)[..., None], c, inv[..., None]).round_().clamp_(0, 15)
         qs.append(pack_int4(q.view(chunk.shape[0], kp)))
         ss.append(scale)
         zs.append(zero)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _random_engine import random_engine
-from glm_agent.model.apar import FORK, STOP, AparDecoder, AparTokens, ForcedSchedule
+from glm_agent.model.apar import AparDecoder, AparTokens, ForcedSchedule
 from glm_agent.model.base import GenerationSettings, ModelError
 
 PROMPT = [5, 17, 200, 3, 99, 42, 7, 255, 128, 64, 33]
@@ -320,23 +320,46 @@ async def test_local_model_apar_streams_same_text_then_reassembles_forks(smol_ap
 
     m = smol_apar
     msgs = [UserMessage(content="List three fruits.")]
-    settings = GenerationSettings(max_new_tokens=24)
+    settings = GenerationSettings(max_new_tokens=12)
     ids = m.tokenizer.encode(m.render(msgs, []), allow_special=True)
     stops = set(m.tokenizer.eos_ids) | set(m.checkpoint.config.eos_token_ids)
-    ref = [t for t in m.engine.generate(ids, settings, stops) if t not in stops]
+    ref_all = list(m.engine.generate(ids, settings, stops))
+    ref = [t for t in ref_all if t not in stops]
     text, calls, done = await m.complete(msgs, [], settings)
-    assert text == m.tokenizer.decode(ref) and text.strip() and done.completion_tokens == len(ref)
+    assert text == m.tokenizer.decode(ref) and text.strip() and done.completion_tokens == len(ref_all)
 
     # a forced fork after the root's 3rd token: the child's text lands right after it
-    m._apar_options = {"schedule": ForcedSchedule(forks={(): [3]}, ends={(0,): 6})}
+    sched = ForcedSchedule(forks={(): [3]}, ends={(0,): 5})
+    m._apar_options = {"schedule": sched}
     try:
-        text, _, done = await m.complete(msgs, [], GenerationSettings(max_new_tokens=30))
+        text, _, done = await m.complete(msgs, [], GenerationSettings(max_new_tokens=16))
     finally:
         m._apar_options = {}
     dec = AparDecoder(m.engine, AparTokens.from_tokenizer(m.tokenizer, "<gh_stars>", "<issue_start>"),
-                      schedule=ForcedSchedule(forks={(): [3]}, ends={(0,): 6}))
-    doc = [t for t in dec.generate(ids, GenerationSettings(max_new_tokens=30), stops) if t not in stops]
+                      schedule=sched)
+    doc = [t for t in dec.generate(ids, GenerationSettings(max_new_tokens=16), stops) if t not in stops]
     root, child = dec.root.tokens, dict(dec.root.children)[4].tokens
-    assert doc[:3] == root[:3] and doc[3:8] == child[1:6] and doc[8:10] == root[4:6]
+    assert len(child) > 1 and len(root) > 4
+    assert doc == root[:3] + [t for t in child[1:] + root[4:] if t not in stops]
     assert text == m.tokenizer.decode(doc) and done.completion_tokens == dec.stats.tokens
     assert m.engine.cache.num_used_blocks == 0
+
+
+def test_streams_stop_at_the_context_limit_and_a_full_cache_is_a_clear_error():
+    from glm_agent.model.errors import CacheExhaustedError
+
+    toks = AparTokens(fork_id=254, child_id=253)
+    sched = ForcedSchedule(forks={(): [2, 5, 8]}, sampled_stops=False)
+    tight = random_engine("glm4", max_context=32, block_size=4, cache_tokens=64)
+    with pytest.raises(CacheExhaustedError, match="KV cache full"):
+        list(AparDecoder(tight, toks, schedule=sched).generate(PROMPT, GenerationSettings(max_new_tokens=500)))
+    assert tight.cache.num_used_blocks == 0  # every stream freed on the way out
+
+    small = random_engine("glm4", max_context=32, block_size=4, cache_tokens=256)
+    dec = AparDecoder(small, toks, schedule=sched)
+    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=500), {EOS}))
+    nodes = _nodes(dec.root)
+    assert len(nodes) == 4 and all(n.finish == "length" for n in nodes)
+    assert all(len(n.visible) == 32 + 1 for n in nodes)  # the last token is sampled, not fed
+    assert dec.stats.finish_reason == "length" and EOS not in out
+    assert small.cache.num_used_blocks == 0 and small.cache.live_streams == []

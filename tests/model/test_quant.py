@@ -379,3 +379,39 @@ def test_quantize_real_gguf_folder_stands_alone(tmp_path):
     loaded = Engine.from_weights(ck.config, ck.weights(), max_context=128)
     assert isinstance(loaded.model.layers[0].mlp.down, QuantLinear)
     assert ck.tokenizer.decode([int(loaded.forward_logits(ids)[-1].argmax())]).strip() == "Berlin"
+
+
+def test_cli_quantize_gguf(tmp_path):
+    """`glm-agent model quantize` on a tiny GLM-4 GGUF: a standalone int8 folder, clear errors."""
+    pytest.importorskip("transformers")
+    import json
+
+    from typer.testing import CliRunner
+
+    from _gguf_fixtures import write_gguf
+    from _hf_checkpoints import make_hf_model
+    from glm_agent.model.cli import model_app
+    from glm_agent.model.loading import open_checkpoint
+
+    src = write_gguf(make_hf_model("glm", seed=4), tmp_path / "tiny.gguf", "glm",
+                     chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    dst = tmp_path / "tiny-int8"
+    run = CliRunner().invoke(model_app, ["quantize", str(src), str(dst), "--bits", "8"], env={"COLUMNS": "200"})
+    assert run.exit_code == 0, run.output
+    assert "wrote" in run.output and "int8" in run.output
+    assert json.loads((dst / QUANTIZED_CONFIG).read_text())["quant"]["bits"] == 8
+    ck, float_ck = open_checkpoint(dst), open_checkpoint(src)
+    assert ck.chat_template is not None and ck.chat_template.source == float_ck.chat_template.source
+    ids = float_ck.tokenizer.encode("hello quantized world")
+    assert ck.tokenizer.encode("hello quantized world") == ids
+    q = Engine.from_weights(ck.config, ck.weights(), max_context=64).forward_logits(ids)
+    f = Engine.from_weights(float_ck.config, float_ck.weights(torch.float32), max_context=64).forward_logits(ids)
+    assert _rel(q, f) < 0.05  # int8 weights + bf16-stored norms/embeddings
+    again = CliRunner().invoke(model_app, ["quantize", str(src), str(dst), "--bits", "4"])
+    assert again.exit_code == 1 and "not empty" in again.output and "--force" in again.output
+    assert json.loads((dst / QUANTIZED_CONFIG).read_text())["quant"]["bits"] == 8  # nothing lost
+    bad = CliRunner().invoke(model_app, ["quantize", str(src), str(tmp_path / "x"), "--bits", "4", "--group-size", "100"])
+    assert bad.exit_code == 1 and "group_size must be one of" in bad.output
+    forced = CliRunner().invoke(model_app, ["quantize", str(src), str(dst), "--bits", "4", "--group-size", "32", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert open_checkpoint(dst).config.quant["group_size"] == 32

@@ -108,12 +108,19 @@ def test_quantized_engine_on_cuda_matches_cpu():
 
 @needs_cuda
 def test_save_load_identical_logits_on_cuda(tmp_path):
+    """A model quantized in memory and the same model saved + loaded give identical CUDA logits
+    (both quantized on CPU from the same bf16 values; only the device kernels differ from CPU)."""
     from glm_agent.model.loaders.quantized import load_quantized_checkpoint, save_quantized_checkpoint
 
     cfg = tiny_config("glm4")
     quant = {"bits": 4, "group_size": 64, "lm_head": True}
-    live = Engine.from_weights(cfg, random_weights(cfg, 1), quant=quant, device="cuda", dtype=torch.bfloat16)
-    dst = save_quantized_checkpoint(cfg, random_weights(cfg, 1), tmp_path / "q", quant)
+
+    def bf16_weights():
+        return ((n, t.to(torch.bfloat16)) for n, t in random_weights(cfg, 1))
+
+    cpu = Engine.from_weights(cfg, bf16_weights(), quant=quant, dtype=torch.bfloat16)
+    live = Engine(cpu.model.to("cuda"), cfg, device="cuda", dtype=torch.bfloat16)
+    dst = save_quantized_checkpoint(cfg, bf16_weights(), tmp_path / "q", quant)
     config, weights = load_quantized_checkpoint(dst)
     loaded = Engine.from_weights(config, weights, device="cuda", dtype=torch.bfloat16)
     ids = [5, 17, 200, 3, 99]
