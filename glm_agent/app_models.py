@@ -66,7 +66,8 @@ def resolve_model(spec: str | None = None, **options: Any) -> ChatModel:
     if spec.startswith(("openai:", "zhipu:")):
         from glm_agent.model.openai import OpenAIModel
 
-        return OpenAIModel.from_spec(spec, **{k: v for k, v in options.items() if k in ("api_key", "tool_mode")})
+        remote = ("api_key", "tool_mode", "dialect", "stream", "timeout")
+        return OpenAIModel.from_spec(spec, **{k: v for k, v in options.items() if k in remote and v is not None})
     if spec not in ("embedded", "smollm2") and not Path(spec).expanduser().exists():
         raise ModelSpecError(f"model {spec!r} not found: give {MODEL_SPEC_HELP}")
     from glm_agent.model.local import LocalModel

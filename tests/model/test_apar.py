@@ -83,10 +83,10 @@ def test_no_fork_apar_equals_normal_greedy(engine, tokens, greedy_ref):
 
 
 def test_every_stream_logits_equal_fresh_decoding_of_its_visible_sequence(engine, tokens):
-    # forks in the root (one right at a block boundary, one mid-block), a grandchild, and
-    # streams of different lengths finishing at different times
+    # forks right at a block boundary (prompt 11 + 5 tokens = 16; child 0 at 16 + 4 = 20) and
+    # mid-block (copy on write), grandchildren, streams finishing at different times
     sched = ForcedSchedule(
-        forks={(): [2, 7, 11], (0,): [3], (1,): [5]},
+        forks={(): [4, 7, 11], (0,): [3], (1,): [5]},
         ends={(): 16, (0,): 9, (1,): 12, (2,): 4, (0, 0): 6, (1, 0): 3},
         sampled_stops=False,
     )

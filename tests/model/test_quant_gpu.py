@@ -19,10 +19,6 @@ from glm_agent.model.quant import QuantLinear, kernel_names
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device: GPU kernels and CUDA graphs cannot run here")
-needs_sm80 = pytest.mark.skipif(
-    not HAS_CUDA or torch.cuda.get_device_capability() < (8, 0),
-    reason="tinygemm int4 (_weight_int4pack_mm) needs a CUDA GPU with compute capability >= 8.0",
-)
 QUANTS = [None, {"bits": 8}, {"bits": 4, "group_size": 32}]
 PROMPTS = [[5, 17, 200, 3, 99], [7, 8], [1, 2, 3, 4, 5, 6, 7, 8, 9], [42]]
 
