@@ -108,13 +108,17 @@ class Engine:
         weights: Iterable[tuple[str, torch.Tensor]],
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        quant: dict | None = None,
+        quant: dict | str | int | None = None,
         max_context: int | None = None,
         cache_tokens: int | None = None,
         block_size: int = 16,
     ) -> "Engine":
         """Build the decoder and fill it tensor by tensor from `(canonical_name, tensor)`."""
         device = torch.device(device)
+        if quant is not None:  # accept "int4" / 8 / a dict, like LocalModel does
+            from glm_agent.model.quant import normalize_quant
+
+            quant = normalize_quant(quant)
         if quant is not None and config.quant is not None:
             raise ValueError("this checkpoint is already quantized (config.quant); drop quant=")
         with torch.device("meta"):

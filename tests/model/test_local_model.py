@@ -120,3 +120,18 @@ async def test_embedded_qwen_calls_python():
     assert "123456789" in call.arguments["code"] and "987654321" in call.arguments["code"]
     assert events[-1].finish_reason == "tool_calls"
     await model.aclose()
+
+
+async def test_quantized_gguf_is_cached_once(tmp_path, monkeypatch):
+    """quant= on a GGUF: quantized once into the cache folder, reloaded from there next time."""
+    import glm_agent.model.loaders.quantized as quantized
+
+    monkeypatch.setenv("GLM_AGENT_CACHE", str(tmp_path))
+    first = LocalModel("smollm2", quant="int8", progress=False)
+    assert "Paris" in _text(await _collect(first, QUESTION))
+    folders = list((tmp_path / "quantized").iterdir())
+    assert [f.name.split(".")[1] for f in folders] == ["int8"]
+    monkeypatch.setattr(quantized, "quantize_checkpoint", lambda *a, **k: pytest.fail("quantized twice"))
+    second = LocalModel("smollm2", quant="int8", progress=False)
+    assert _text(await _collect(second, QUESTION)) == _text(await _collect(first, QUESTION))
+    assert second.engine.config.quant["bits"] == 8
