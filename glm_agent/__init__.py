@@ -43,6 +43,10 @@ _EXPORTS = {
     "tool": "glm_agent.tools.base",
     "registry": "glm_agent.tools.base",
     "SandboxConfig": "glm_agent.sandbox.config",
+    "PythonTool": "glm_agent.tools.python",
+    "ShellTool": "glm_agent.tools.shell",
+    "BrowserTool": "glm_agent.tools.browser",
+    "ImageTool": "glm_agent.tools.image",
     # models
     "ChatModel": "glm_agent.model.base",
     "GenerationSettings": "glm_agent.model.base",

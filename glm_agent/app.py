@@ -36,6 +36,7 @@ SystemOpt = typer.Option(None, "--system", "-s", help="System prompt.")
 StepsOpt = typer.Option(10, "--max-steps", help="Model calls allowed per user turn.")
 UnsafeOpt = typer.Option(False, "--unsafe-no-sandbox", help="Run python/shell without bubblewrap (resource limits only).")
 ImageModelOpt = typer.Option(None, "--image-model", help="Diffusers model folder or hub id for the image tool.")
+ImageBackendOpt = typer.Option(None, "--image-backend", help="Image backend: diffusers (local) or cogview (Zhipu API).")
 QuantOpt = typer.Option(None, "--quant", help="Weight-only quantization for a local model: int8 or int4.")
 DeviceOpt = typer.Option(None, "--device", help="Device for a local model: cpu, cuda, auto.")
 AparOpt = typer.Option(False, "--apar", help="APAR parallel decoding (needs an APAR-trained model).")
@@ -59,6 +60,7 @@ def build_agent(
     search: str | None = None,
     search_index: str | None = None,
     browser_allow: list[str] | None = None,
+    image_backend: str | None = None,
 ):
     """The agent the CLI commands drive, from their options."""
     from glm_agent.agent.loop import Agent
@@ -73,7 +75,7 @@ def build_agent(
     options: dict[str, dict] = {
         "python": {"unsafe_no_sandbox": True} if unsafe_no_sandbox else {},
         "shell": {"unsafe_no_sandbox": True} if unsafe_no_sandbox else {},
-        "image": {"model": image_model} if image_model else {},
+        "image": {k: v for k, v in (("model", image_model), ("backend", image_backend)) if v},
         "browser": {},
     }
     if search or search_index:
@@ -134,6 +136,7 @@ def chat(
     search: Optional[str] = SearchOpt,
     search_index: Optional[str] = SearchIndexOpt,
     browser_allow: Optional[list[str]] = AllowOpt,
+    image_backend: Optional[str] = ImageBackendOpt,
     load: Optional[Path] = typer.Option(None, "--load", help="Start from a session saved with /save."),
 ) -> None:
     """Chat with the agent in the terminal (streamed answers, tool panels, /help for commands)."""
@@ -142,7 +145,7 @@ def chat(
 
     agent = build_agent(
         model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace,
-        search, search_index, browser_allow,
+        search, search_index, browser_allow, image_backend,
     )
     if load:
         agent.load(load)
@@ -175,6 +178,7 @@ def run(
     search: Optional[str] = SearchOpt,
     search_index: Optional[str] = SearchIndexOpt,
     browser_allow: Optional[list[str]] = AllowOpt,
+    image_backend: Optional[str] = ImageBackendOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the whole event log as JSON instead of the answer."),
 ) -> None:
     """Run one prompt and print the answer (exit code 1 if the run did not complete)."""
@@ -182,7 +186,7 @@ def run(
         prompt = sys.stdin.read()
     agent = build_agent(
         model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace,
-        search, search_index, browser_allow,
+        search, search_index, browser_allow, image_backend,
     )
 
     async def go() -> tuple[str, str, list[dict]]:
@@ -225,6 +229,7 @@ _GROUPS = [
     ("glm_agent.model.cli", "model_app", "model", "Inspect, quantize and benchmark local models."),
     ("glm_agent.evals.cli", "eval_app", "eval", "Run AgentBench-style suites and compare runs."),
     ("glm_agent.sandbox.cli", "app", "sandbox", "Check the sandbox; run a command in it."),
+    ("glm_agent.tools.image.cli", "app", "image", "Generate images with the image tool; build a tiny test model."),
     ("glm_agent.tools.browser.cli", "app", "browser", "Drive the browser tool by hand (search, open, run actions)."),
 ]
 for _module, _attr, _name, _help in _GROUPS:

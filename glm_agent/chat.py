@@ -126,7 +126,7 @@ class ChatApp:
 
     def _show_image(self, path: str) -> None:
         try:
-            from glm_agent.tools.image_display import show_image_inline
+            from glm_agent.tools.image import show_image_inline
         except ImportError:
             return
         try:

@@ -130,7 +130,7 @@ async def test_quantized_gguf_is_cached_once(tmp_path, monkeypatch):
     first = LocalModel("smollm2", quant="int8", progress=False)
     assert "Paris" in _text(await _collect(first, QUESTION))
     folders = list((tmp_path / "quantized").iterdir())
-    assert [f.name.split(".")[1] for f in folders] == ["int8"]
+    assert len(folders) == 1 and ".int8." in folders[0].name
     monkeypatch.setattr(quantized, "quantize_checkpoint", lambda *a, **k: pytest.fail("quantized twice"))
     second = LocalModel("smollm2", quant="int8", progress=False)
     assert _text(await _collect(second, QUESTION)) == _text(await _collect(first, QUESTION))
