@@ -46,7 +46,9 @@ def parse_args():
     p.add_argument("--detail", type=int, default=64, help="L: tokens per item's details")
     p.add_argument("--head", type=int, default=8, help="tokens of each item's head (root stream)")
     p.add_argument("--prompt", type=int, default=128, help="prompt tokens")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default 1 on CPU: on a shared 2-core machine two threads "
+                        "straggle and time 10-20x worse and far noisier)")
     p.add_argument("--repeat", type=int, default=None,
                    help="runs per configuration, the fastest is reported (default: 3 on CPU, 2 on GPU)")
     return p.parse_args()
@@ -140,9 +142,10 @@ def main() -> int:
               "(about 19 GB in bf16). Run `python bench/apar.py --small` for the CPU table.",
               file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.small else "cpu")
+    threads = args.threads or (1 if dev.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     cfg_kw = SMALL if args.small else GLM4_9B
     items = [int(x) for x in args.items.split(",")]
     repeat = args.repeat or (2 if dev.type == "cuda" else 3)

@@ -115,7 +115,8 @@ class Engine:
     ) -> "Engine":
         """Build the decoder and fill it tensor by tensor from `(canonical_name, tensor)`."""
         device = torch.device(device)
-        if quant is not None:  # accept "int4" / 8 / a dict, like LocalModel does
+        if quant is not None and not isinstance(quant, dict):  # "int4" / 8, as LocalModel accepts
+            _quantize_linears()  # the clear error when the quant module is missing
             from glm_agent.model.quant import normalize_quant
 
             quant = normalize_quant(quant)

@@ -21,6 +21,7 @@ from glm_agent.model.local import LocalModel
 
 QUESTION = [UserMessage(content="What is the capital of France?")]
 GREEDY = GenerationSettings(max_new_tokens=24)
+SHORT = GenerationSettings(max_new_tokens=8)
 PY = ToolSpec(
     name="python",
     description="Run Python code in a Jupyter kernel and return what it prints.",
@@ -128,10 +129,10 @@ async def test_quantized_gguf_is_cached_once(tmp_path, monkeypatch):
 
     monkeypatch.setenv("GLM_AGENT_CACHE", str(tmp_path))
     first = LocalModel("smollm2", quant="int8", progress=False)
-    assert "Paris" in _text(await _collect(first, QUESTION))
+    assert "Paris" in _text(await _collect(first, QUESTION, settings=SHORT))
     folders = list((tmp_path / "quantized").iterdir())
     assert len(folders) == 1 and ".int8." in folders[0].name
     monkeypatch.setattr(quantized, "quantize_checkpoint", lambda *a, **k: pytest.fail("quantized twice"))
     second = LocalModel("smollm2", quant="int8", progress=False)
-    assert _text(await _collect(second, QUESTION)) == _text(await _collect(first, QUESTION))
+    assert _text(await _collect(second, QUESTION, settings=SHORT)) == _text(await _collect(first, QUESTION, settings=SHORT))
     assert second.engine.config.quant["bits"] == 8

@@ -31,9 +31,9 @@ from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileEr
 __all__ = ["WebSuite", "Shop", "ShopServer", "ShopSearchProvider", "load_web_tasks", "reward", "search_products"]
 
 SYSTEM = (
-    "You are a shopping assistant using a web browser (the `simple_browser` tool). The shop's "
-    "pages are plain HTML: open a URL with `open_url`, and follow a link by passing its id (shown "
-    "as 【id†text】) to `open_url`. To buy a product, open its product page and then its "
+    "You are a shopping assistant using a web browser: the `simple_browser` tool (the only tool). "
+    "The shop's pages are plain HTML: open a URL with the `open_url` action, and follow a link by "
+    "passing its id (shown as 【id†text】) to `open_url` as the url. To buy a product, open its product page and then its "
     "'Buy now' link. Buy exactly one product. When the order is confirmed, reply with the name "
     "and price of what you bought."
 )
@@ -333,8 +333,9 @@ class WebSuite(Suite):
             browser=self.chromium,
             nav_timeout=15.0,
         )
-        prompt = (f"{sample.prompt}\n\nThe shop is at {base}/ . Its search page is {base}/search?q=WORDS "
-                  f"(it also accepts color=, material=, max_price= and sort=price_asc|price_desc|rating).")
+        prompt = (f"{sample.prompt}\n\nThe shop is at {base}/ . Search it by opening {base}/search?q=<words> "
+                  f"(optional parameters: color, material, max_price, sort=price_asc|price_desc|rating), "
+                  f"for example {base}/search?q=hat&color=blue&sort=price_asc .")
         return SampleEnv(tools=[tool], system=SYSTEM, prompt=prompt, max_steps=self.max_steps,
                          state={"token": token, "base": base})
 
