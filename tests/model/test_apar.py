@@ -363,3 +363,18 @@ def test_streams_stop_at_the_context_limit_and_a_full_cache_is_a_clear_error():
     assert all(len(n.visible) == 32 + 1 for n in nodes)  # the last token is sampled, not fed
     assert dec.stats.finish_reason == "length" and EOS not in out
     assert small.cache.num_used_blocks == 0 and small.cache.live_streams == []
+
+
+def test_sampling_with_forks_is_seeded_and_follows_the_rules(engine, tokens):
+    sched = ForcedSchedule(forks={(): [3, 6]}, ends={(): 12, (0,): 6, (1,): 5}, sampled_stops=False)
+    s = GenerationSettings(max_new_tokens=100, temperature=1.5, top_p=0.95, seed=7, repetition_penalty=1.1)
+    runs = []
+    for _ in range(2):
+        dec = AparDecoder(engine, tokens, schedule=sched, keep_control=True)
+        runs.append(list(dec.generate(PROMPT, s, {EOS})))
+        assert dec.stats.forks == 2 and engine.cache.num_used_blocks == 0
+        for n in _nodes(dec.root):
+            assert tokens.child_id not in n.tokens[1:]
+    assert runs[0] == runs[1] and runs[0].count(tokens.fork_id) == 2
+    other = AparDecoder(engine, tokens, schedule=sched, keep_control=True)
+    assert list(other.generate(PROMPT, GenerationSettings(**{**s.__dict__, "seed": 8}), {EOS})) != runs[0]
