@@ -505,6 +505,8 @@ class KernelSession:
                 if status == "timeout":
                     result.notice = (f"Execution timed out after {timeout:g} s and was interrupted "
                                      "(KeyboardInterrupt); variables defined so far are kept.")
+                # An interrupted cell can leave runaway processes (a fork bomb still forking).
+                self._health_check(result, collector)
             else:
                 self._restart_after(result, f"Execution timed out after {timeout:g} s and the kernel did "
                                     "not respond to an interrupt, so it was restarted")

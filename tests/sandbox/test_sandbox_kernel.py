@@ -56,6 +56,8 @@ def test_single_huge_allocation_fails_cleanly_and_keeps_state(kernel):
 
 
 def test_fork_bomb_is_contained_by_the_process_limit(kernel, config):
+    # On a loaded machine the bomb may not fill the limit before the timeout: the kernel must
+    # notice the runaway processes after the interrupt too.
     res = kernel.execute_sync("import os\nwhile True:\n    os.fork()", timeout=2)
     assert res.restarted
     if kernel.sandbox.cgroup is not None:
