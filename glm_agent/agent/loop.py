@@ -96,6 +96,9 @@ class Agent:
         self._failures: dict[str, int] = {}
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self.tool_state: dict[str, Any] = {}
+        # Tokens of the current (or last) run, kept up to date while it runs: a caller that
+        # cancels a run (a timeout) still knows what it cost.
+        self.run_usage: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0}
 
     # ---- session -------------------------------------------------------------------------
 
@@ -197,6 +200,7 @@ class Agent:
     async def _stream(self, prompt: str, usage: list[int]) -> AsyncIterator[AgentEvent]:
         self.history.append(UserMessage(content=prompt))
         self._failures.clear()
+        self.run_usage = {"prompt_tokens": 0, "completion_tokens": 0}
         specs = [t.spec() for t in self.tools.values()]
         last_text = ""
         for step in range(1, self.max_steps + 1):
@@ -213,6 +217,7 @@ class Agent:
                     elif isinstance(event, ModelDone):
                         usage[0] += event.prompt_tokens
                         usage[1] += event.completion_tokens
+                        self.run_usage = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
             except asyncio.CancelledError:
                 # Keep what was said so the history stays a valid conversation.
                 self.history.append(AssistantMessage(content="".join(text_parts)))

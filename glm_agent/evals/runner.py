@@ -189,6 +189,7 @@ class EvalRunner:
                 history = list(getattr(agent, "history", []))
                 record["messages"] = messages_adapter.dump_python(history, mode="json")
                 record["steps"] = sum(1 for m in history if getattr(m, "role", "") == "assistant")
+                record.update(getattr(agent, "run_usage", {}))  # what the cut-off run had cost so far
             calls, invalid = _count_calls(record["messages"], {t.name for t in env.tools})
             record.update(tool_calls=calls, invalid_calls=invalid)
             if record["status"] in _JUDGED and result is not None:

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, get_args
 
 if TYPE_CHECKING:
     from glm_agent.agent.events import RunResult
@@ -49,16 +49,7 @@ Status = Literal[
     "unsupported_judge",
     "task_error",
 ]
-STATUSES: tuple[str, ...] = (
-    "completed",
-    "task_limit_reached",
-    "invalid_action",
-    "context_limit",
-    "agent_error",
-    "timeout",
-    "unsupported_judge",
-    "task_error",
-)
+STATUSES: tuple[str, ...] = get_args(Status)
 
 
 class TaskFileError(ValueError):

@@ -181,6 +181,7 @@ async def test_cancellation_keeps_history_consistent_and_agent_usable(tmp_path):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert isinstance(agent.history[-1], ToolMessage) and "cancelled" in agent.history[-1].content
+    assert agent.run_usage["completion_tokens"] > 0  # the cut-off run's cost is still known
     result = await agent.run("next")  # the agent keeps working
     assert result.output == "after restart"
 
