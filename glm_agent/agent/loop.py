@@ -276,6 +276,11 @@ class Agent:
     async def _call_tool(self, call: ToolCall) -> ToolResult:
         tool = self.tools.get(call.name)
         if tool is None:
+            owner = next((t for t in self.tools.values() if call.name in t.actions), None)
+            if owner is not None and not call.arguments_error:
+                call = call.model_copy(update={"arguments": {"action": call.name, **call.arguments}})
+                tool = owner
+        if tool is None:
             available = ", ".join(f"`{n}`" for n in self.tools) or "none"
             return ToolResult(
                 content=f"Error: there is no tool named `{call.name}`. Available tools: {available}.",

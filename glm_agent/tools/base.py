@@ -58,6 +58,10 @@ class Tool:
     glm_builtin: str | None = None
     timeout: float | None = None
     max_retries: int = 3
+    # Sub-commands a model may call as if they were tools of their own (small models call
+    # `search(...)` instead of `simple_browser` with action "search"): the agent routes such a
+    # call here with `{"action": name, **arguments}`.
+    actions: tuple[str, ...] = ()
 
     def spec(self) -> ToolSpec:
         return ToolSpec(

@@ -299,3 +299,20 @@ async def test_user_message_recorded_first(tmp_path):
     agent = agent_with(["ok"], tmp_path=tmp_path)
     result = await agent.run("question")
     assert isinstance(result.messages[0], UserMessage) and result.messages[0].content == "question"
+
+
+async def test_a_call_to_a_tool_action_is_routed_to_its_tool(tmp_path):
+    seen = []
+
+    class Browser(Tool):
+        name = "simple_browser"
+        description = "browse"
+        actions = ("search", "open_url")
+
+        async def call(self, arguments, ctx):
+            seen.append(arguments)
+            return __import__("glm_agent").ToolResult(content="results")
+
+    agent = agent_with([ToolCall(name="search", arguments={"query": "glm"}), "ok"], [Browser()], tmp_path)
+    result = await agent.run("find glm")
+    assert seen == [{"action": "search", "query": "glm"}] and result.messages[2].content == "results"

@@ -96,6 +96,7 @@ class BrowserTool(Tool):
     name = "simple_browser"
     glm_builtin = "simple_browser"
     raw_arg = "action"
+    actions = ("search", "mclick", "open_url", "scroll", "find")
     max_retries = 5  # pages fail to load now and then; that is not a broken tool
     description = _DESCRIPTION
     parameters = {
