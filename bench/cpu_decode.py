@@ -24,6 +24,9 @@ VARIANTS = {
     "bf16": ("bfloat16", None),
     "int8": ("bfloat16", "int8"),
     "int4": ("bfloat16", "int4"),
+    # + lm_head quantized too (151936 x 1536: in bf16 it is ~470 MB read per decoded token)
+    "int8h": ("bfloat16", {"bits": 8, "lm_head": True}),
+    "int4h": ("bfloat16", {"bits": 4, "lm_head": True}),
 }
 
 
@@ -113,7 +116,7 @@ def _common(a: str, b: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
-    ap.add_argument("--variants", default="bf16,int8,int4", help="of fp32,bf16,int8,int4")
+    ap.add_argument("--variants", default="bf16,int8,int4", help="of fp32,bf16,int8,int4,int8h,int4h (h: lm_head quantized too)")
     ap.add_argument("--decode", type=int, default=48, help="tokens to decode")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
