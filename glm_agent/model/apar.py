@@ -88,7 +88,7 @@ class AparTokens:
         names = " or ".join(f"{f or '[Fork]'}/{c or '[Child]'}" for f, c in pairs)
         raise ModelError(
             f"APAR needs a model fine-tuned with the control tokens {names}, and this tokenizer "
-            "has neither pair. Use an APAR-tuned checkpoint (see docs/readme/apar.md), name "
+            "has neither pair. Use an APAR-tuned checkpoint (see docs/apar.md), name "
             "its tokens explicitly, or decode without apar."
         )
 
