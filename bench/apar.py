@@ -27,13 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 __all__ = ["main"]
 
-GLM4_9B = dict(
-    arch="glm4", vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_layers=40,
-    num_heads=32, num_kv_heads=2, head_dim=128, rope_theta=5e6, rms_norm_eps=1.5625e-7,
-    max_position=131072, partial_rotary_factor=0.5, rope_style="interleaved", qkv_bias=True,
-)
-SMALL = dict(GLM4_9B, vocab_size=2048, hidden_size=256, intermediate_size=512, num_layers=4,
-             num_heads=8, num_kv_heads=2, head_dim=32)
+from _random_glm import GLM4_9B, SMALL, random_decoder  # noqa: E402  (bench/ is on sys.path)
 QUANTS = {"bf16": None, "fp32": None, "int8": {"bits": 8}, "int4": {"bits": 4, "group_size": 128}}
 
 
@@ -65,35 +59,10 @@ def build_engine(cfg_kw: dict, weights: str, dev, max_context: int, cache_tokens
     """An Engine around a random-weight Decoder built in place on `dev` (no checkpoint)."""
     import torch
 
-    from glm_agent.model.config import ModelConfig
-    from glm_agent.model.decoder import Decoder
     from glm_agent.model.engine import Engine
 
     dtype = torch.float32 if weights == "fp32" else torch.bfloat16
-    quant = QUANTS[weights]
-    config = ModelConfig(**cfg_kw, eos_token_ids=[cfg_kw["vocab_size"] - 3])
-    with torch.device("meta"):
-        model = Decoder(config).to(dtype)
-    gen = torch.Generator(device=dev).manual_seed(0)
-
-    def fill(mod):
-        mod.to_empty(device=dev)
-        with torch.no_grad():
-            for name, p in mod.named_parameters():
-                if p.dim() == 1 and not name.endswith("bias"):
-                    p.fill_(1.0)  # RMSNorm scales
-                else:
-                    p.normal_(0, 0.02, generator=gen)  # random data: zeros would run faster
-
-    if quant is not None:
-        from glm_agent.model.quant import quantize_linears
-    for name in ("embed", "norm", "lm_head"):
-        fill(getattr(model, name))
-    for layer in model.layers:
-        fill(layer)
-        if quant is not None:
-            quantize_linears(layer, quant)
-    model.eval()
+    config, model = random_decoder(cfg_kw, dtype, dev, QUANTS[weights], eos_token_ids=[cfg_kw["vocab_size"] - 3])
     return Engine(model, config, device=dev, dtype=dtype, max_context=max_context, cache_tokens=cache_tokens)
 
 

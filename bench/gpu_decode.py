@@ -29,13 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-GLM4_9B = dict(
-    arch="glm4", vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_layers=40,
-    num_heads=32, num_kv_heads=2, head_dim=128, rope_theta=5e6, rms_norm_eps=1.5625e-7,
-    max_position=131072, partial_rotary_factor=0.5, rope_style="interleaved", qkv_bias=True,
-)
-SMALL = dict(GLM4_9B, vocab_size=2048, hidden_size=256, intermediate_size=512, num_layers=4,
-             num_heads=8, num_kv_heads=2, head_dim=32)
+from _random_glm import GLM4_9B, SMALL, random_decoder  # noqa: E402  (bench/ is on sys.path)
 QUANTS = {"bf16": None, "int8": {"bits": 8}, "int4": {"bits": 4, "group_size": 128}}
 
 
@@ -85,35 +79,7 @@ def copy_bandwidth(dev) -> float:
 
 def build_model(cfg_kw: dict, quant, dev, dtype):
     """E1's Decoder with random weights, built layer by layer on `dev`, quantized as it goes."""
-    import torch
-
-    from glm_agent.model.config import ModelConfig
-    from glm_agent.model.decoder import Decoder
-    from glm_agent.model.quant import quantize_linears
-
-    config = ModelConfig(**cfg_kw)
-    with torch.device("meta"):
-        model = Decoder(config).to(dtype)
-    gen = torch.Generator(device=dev).manual_seed(0)
-
-    def fill(mod):
-        mod.to_empty(device=dev)
-        with torch.no_grad():
-            for name, p in mod.named_parameters():
-                if p.dim() == 1 and not name.endswith("bias"):
-                    p.fill_(1.0)  # RMSNorm scales
-                else:
-                    p.normal_(0, 0.02, generator=gen)  # random data: zeros would hide bugs and run faster
-
-    for name in ("embed", "norm"):
-        fill(getattr(model, name))
-    for layer in model.layers:
-        fill(layer)
-        if quant is not None:
-            quantize_linears(layer, quant)
-    fill(model.lm_head)
-    model.eval()
-    return config, model
+    return random_decoder(cfg_kw, dtype, dev, quant)
 
 
 def weight_bytes_per_step(model) -> int:
