@@ -211,6 +211,11 @@ HERMES_CASES = [
     ("a code fence that is not a call stays text", "Use:\n```python\nprint(1)\n```\nok", "Use:\n```python\nprint(1)\n```\nok", []),
     ("JSON data that is not a call stays text", '{"a": 1}\nthat is JSON', '{"a": 1}\nthat is JSON', []),
     ("plain answer with the end token", "The capital is Tokyo.<|im_end|>", "The capital is Tokyo.", []),
+    # Seen from the embedded model in an eval run: the tools block echoed, then a call whose
+    # opening brace is doubled but whose closing braces are not.
+    ("echoed tools block, half-doubled braces", '<tools></tools>\n\n{{"name": "python", "arguments": {"code": "print(48 * 3)"}}', "", [("python", {"code": "print(48 * 3)"})]),
+    ("echoed tools block alone", "<tools></tools>", "", []),
+    ("a call inside an echoed tools block", '<tools>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tools>', "", [("get_weather", {"city": "Oslo"})]),
 ]
 
 

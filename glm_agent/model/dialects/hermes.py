@@ -31,6 +31,8 @@ TOOLS_OUTRO = (
     "</tool_call><|im_end|>\n"
 )
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+# Qwen2.5-Coder often echoes the system prompt's `<tools></tools>` block before its call.
+ECHO_OPEN, ECHO_CLOSE = "<tools>", "</tools>"
 FENCE = "```"
 
 
@@ -136,7 +138,7 @@ class HermesStreamParser(StreamParser):
         return events
 
     def _candidate_start(self) -> int:
-        starts = [i for i in (self.buf.find(OPEN), self.buf.find(FENCE)) if i >= 0]
+        starts = [i for i in (self.buf.find(OPEN), self.buf.find(FENCE), self.buf.find(ECHO_OPEN)) if i >= 0]
         for match in re.finditer(r"(?:^|\n)[ \t]*\{", self.buf):
             if match.start() == 0 and not self.at_line_start:
                 continue
@@ -157,7 +159,7 @@ class HermesStreamParser(StreamParser):
         while self.buf:
             start = self._candidate_start()
             if start < 0:
-                hold = 0 if final else held_suffix(self.buf, (OPEN, FENCE, *self.stop_strings))
+                hold = 0 if final else held_suffix(self.buf, (OPEN, FENCE, ECHO_OPEN, *self.stop_strings))
                 if not final and self.buf.rstrip(" \t").endswith("\n"):
                     hold = max(hold, len(self.buf) - len(self.buf.rstrip(" \t")))  # a `{` may follow
                 self._text(events, self.buf[: len(self.buf) - hold])
@@ -168,7 +170,7 @@ class HermesStreamParser(StreamParser):
             end, calls = self._resolve(final)
             if end is None:  # the candidate is not complete yet
                 return events
-            if calls:
+            if calls or self.buf.startswith(ECHO_OPEN):  # an echoed tools block is never answer text
                 for call in calls:
                     events.append(ToolCallReady(call))
                 self.at_line_start = self.after_call = True
@@ -182,13 +184,14 @@ class HermesStreamParser(StreamParser):
     def _resolve(self, final: bool) -> tuple[int | None, list[ToolCall]]:
         """At a candidate start: (chars consumed or None if undecided, calls found)."""
         buf = self.buf
-        if buf.startswith(OPEN):
-            close = buf.find(CLOSE)
-            if close < 0 and not final:
-                return None, []
-            body = buf[len(OPEN) : close if close >= 0 else len(buf)]
-            end = close + len(CLOSE) if close >= 0 else len(buf)
-            return end, self._calls_in(body, tagged=True)
+        for opening, closing in ((OPEN, CLOSE), (ECHO_OPEN, ECHO_CLOSE)):
+            if buf.startswith(opening):
+                close = buf.find(closing)
+                if close < 0 and not final:
+                    return None, []
+                body = buf[len(opening) : close if close >= 0 else len(buf)]
+                end = close + len(closing) if close >= 0 else len(buf)
+                return end, self._calls_in(body, tagged=opening == OPEN)
         if buf.startswith(FENCE):
             close = buf.find(FENCE, len(FENCE))
             if close < 0 and not final:
@@ -200,7 +203,8 @@ class HermesStreamParser(StreamParser):
         if not final and buf.startswith("{{") and buf.count("{") > buf.count("}"):
             return None, []  # doubled braces: wait until they balance, undoubling is ambiguous before
         objects = find_json_objects(buf)
-        if objects and objects[0][0] == 0:
+        # A stray extra `{` before the object (`{{"name": ..., "arguments": {...}}`) is noise.
+        if objects and not buf[: objects[0][0]].strip("{ \t"):
             _, end, value = objects[0]
             while end < len(buf) and buf[end] == "}" and buf[:end].count("{") > buf[:end].count("}"):
                 end += 1  # the closing half of a doubled brace
