@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -65,7 +66,7 @@ def build_agent(
     """The agent the CLI commands drive, from their options."""
     from glm_agent.agent.loop import Agent
     from glm_agent.app_models import ModelSpecError, resolve_model
-    from glm_agent.tools import registry
+    from glm_agent.tools import missing_requirements, registry
 
     try:
         chat_model = resolve_model(model, quant=quant, device=device, apar=apar or None)
@@ -99,6 +100,10 @@ def build_agent(
             continue
         if name not in registry.names():
             raise typer.BadParameter(f"unknown tool {name!r}; available: {', '.join(registry.names())}", param_hint="--tools")
+        remote_images = name == "image" and (image_backend or os.environ.get("GLM_AGENT_IMAGE_BACKEND")) == "cogview"
+        needs = None if remote_images else missing_requirements(name)
+        if needs:
+            raise typer.BadParameter(needs, param_hint="--tools")
         instances.append(registry.create_with(name, **options.get(name, {})))
     return Agent(chat_model, tools=instances, system=system, max_steps=max_steps, workspace=workspace)
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,13 @@ def resolve_model(spec: str | None = None, **options: Any) -> ChatModel:
         return OpenAIModel.from_spec(spec, **{k: v for k, v in options.items() if k in remote and v is not None})
     if spec not in ("embedded", "smollm2") and not Path(spec).expanduser().exists():
         raise ModelSpecError(f"model {spec!r} not found: give {MODEL_SPEC_HELP}")
+    missing = [m for m in ("torch", "numpy", "safetensors", "tokenizers", "gguf") if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = "embedded" if spec == "embedded" else "engine"
+        raise ModelSpecError(
+            f"local models need the engine ({', '.join(missing)} not installed): "
+            f'pip install "glm-agent[{extra}]"'
+        )
     from glm_agent.model.local import LocalModel
 
     local_opts = {k: v for k, v in options.items() if k in ("device", "dtype", "quant", "dialect", "max_context", "apar")}

@@ -139,3 +139,27 @@ def test_ctrl_c_interrupts_a_turn_without_leaving(tmp_path):
         child.expect("bye")
     finally:
         child.close(force=True)
+
+
+def test_a_tool_whose_extra_is_missing_says_what_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    import typer
+
+    from glm_agent.app import build_agent
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "playwright" else real(name, *a))
+    with pytest.raises(typer.BadParameter, match=r'playwright: pip install "glm-agent\[browser\]"'):
+        build_agent(f"scripted:{script_file(tmp_path)}", "browser")
+
+
+def test_local_model_without_the_engine_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from glm_agent.app_models import ModelSpecError, resolve_model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(ModelSpecError, match=r'pip install "glm-agent\[embedded\]"'):
+        resolve_model("embedded")
