@@ -29,7 +29,7 @@ from glm_agent.agent.events import (
 from glm_agent.agent.loop import Agent, SessionFileError
 from glm_agent.tools.browser.citations import render_citations
 
-__all__ = ["ChatApp", "render_event_log", "HELP"]
+__all__ = ["ChatApp", "HELP"]
 
 HELP = """\
 /help          this help
@@ -49,10 +49,6 @@ def _short(text: str, lines: int = MAX_PANEL_LINES) -> str:
         return text
     keep = lines // 2
     return "\n".join(parts[:keep] + [f"… ({len(parts) - 2 * keep} more lines) …"] + parts[-keep:])
-
-
-def render_event_log(events: list[dict[str, Any]]) -> str:
-    return json.dumps(events, ensure_ascii=False, indent=1)
 
 
 class ChatApp:
