@@ -408,6 +408,19 @@ class OSSuite(Suite):
                 raise EnvironmentSetupError(f"the task's init script failed here (exit {status}): {out.strip()[:300]}")
         return env
 
+    async def _launch(self, sample: Sample, workspace: Path, home: Path):
+        """The environment as the agent finds it: built, with the task's background program started."""
+        env = await self._build(sample, workspace, home)
+        try:
+            if sample.gold.get("start"):
+                code, _ = self._resolve(sample, sample.gold["start"], "start")
+                env.start_background(code)
+                await asyncio.sleep(0.5)  # let it produce its first output
+        except BaseException:
+            env.stop()
+            raise
+        return env
+
     async def setup(self, sample: Sample, workspace: Path) -> SampleEnv:
         if "check" in sample.gold["judge"]:
             self._check_plan(sample)  # unsupported checks fail fast, before the model runs
@@ -415,16 +428,9 @@ class OSSuite(Suite):
             self._resolve(sample, sample.gold["example"], "example")
         home = workspace.parent / f"{workspace.name}.home"
         shutil.rmtree(home, ignore_errors=True)
-        env = None
         try:
-            env = await self._build(sample, workspace, home)
-            if sample.gold.get("start"):
-                code, _ = self._resolve(sample, sample.gold["start"], "start")
-                env.start_background(code)
-                await asyncio.sleep(0.5)
+            env = await self._launch(sample, workspace, home)
         except BaseException:
-            if env is not None:
-                env.stop()
             shutil.rmtree(home, ignore_errors=True)
             raise
         cleanups = [env.stop, lambda: shutil.rmtree(home, ignore_errors=True)]
@@ -475,11 +481,7 @@ class OSSuite(Suite):
         for p in (fresh, fresh_home):
             shutil.rmtree(p, ignore_errors=True)
         try:
-            env = await self._build(sample, fresh, fresh_home)
-            if sample.gold.get("start"):
-                code, _ = self._resolve(sample, sample.gold["start"], "start")
-                env.start_background(code)
-                await asyncio.sleep(0.5)
+            env = await self._launch(sample, fresh, fresh_home)
             try:
                 code, language = self._resolve(sample, sample.gold["example"], "example")
                 status, out = await env.run(code, language=language)

@@ -138,20 +138,28 @@ class GuardProxy:
     async def _tunnel(self, target: str, reader, writer) -> None:
         host, _, port_text = target.rpartition(":")
         port = int(port_text)
-        verdict = await self.guard.check_host(host, port)
         url = f"https://{target}"
-        if not verdict:
-            self._refuse(writer, url, verdict)
+        upstream = await self._connect(host, port, target, url, writer)
+        if upstream is None:
             return
-        try:
-            up_reader, up_writer = await self._open(verdict, port)
-        except ConnectionError as exc:
-            self._refuse(writer, url, Verdict(False, "error", f"connection to {target} failed ({exc})."))
-            return
+        up_reader, up_writer = upstream
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
         # One tunnel carries many responses (HTTP/2): cap it generously.
         await self._pipe_both(reader, writer, up_reader, up_writer, url, self.max_response_bytes * 4)
+
+    async def _connect(self, host: str, port: int, where: str, url: str, writer):
+        """Check the host's addresses and connect to the one checked; on refusal or failure
+        answer the browser with the reason and return None."""
+        verdict = await self.guard.check_host(host, port)
+        if not verdict:
+            self._refuse(writer, url, verdict)
+            return None
+        try:
+            return await self._open(verdict, port)
+        except ConnectionError as exc:
+            self._refuse(writer, url, Verdict(False, "error", f"connection to {where} failed ({exc})."))
+            return None
 
     async def _forward(self, method, target, header_lines, reader, writer) -> None:
         parts = urlsplit(target)
@@ -159,15 +167,10 @@ class GuardProxy:
             self._refuse(writer, target, Verdict(False, "error", f"unsupported proxy request {target!r}."))
             return
         port = parts.port or 80
-        verdict = await self.guard.check_host(parts.hostname, port)
-        if not verdict:
-            self._refuse(writer, target, verdict)
+        upstream = await self._connect(parts.hostname, port, parts.netloc, target, writer)
+        if upstream is None:
             return
-        try:
-            up_reader, up_writer = await self._open(verdict, port)
-        except ConnectionError as exc:
-            self._refuse(writer, target, Verdict(False, "error", f"connection to {parts.netloc} failed ({exc})."))
-            return
+        up_reader, up_writer = upstream
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
