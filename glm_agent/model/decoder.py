@@ -30,7 +30,8 @@ from torch import nn
 
 from glm_agent.model.config import ModelConfig
 
-__all__ = ["Decoder", "DecoderLayer", "Attention", "MLP", "RMSNorm", "rope_tables", "apply_rope"]
+__all__ = ["Decoder", "DecoderLayer", "Attention", "MLP", "RMSNorm", "rope_tables", "rope_factors", "rope_swap",
+           "apply_rope"]
 
 
 class RMSNorm(nn.Module):
@@ -57,23 +58,46 @@ def rope_tables(config: ModelConfig, max_positions: int, device=None) -> tuple[t
     return freqs.cos(), freqs.sin()
 
 
+def rope_factors(cos: torch.Tensor, sin: torch.Tensor, style: str, head_dim: int, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dim factors `[N, 1, head_dim]` so that rope(x) = x * cf + rope_swap(x) * sf.
+
+    Built once per forward and shared by every layer (at batch 1 the per-layer cost of RoPE
+    is op dispatch, so 4 ops per layer instead of ~10 matter). The sign of the rotation sits
+    in `sf`; dims past rotary_dim get cf = 1, sf = 0 and pass through unchanged.
+    """
+    c, s = cos.to(dtype), sin.to(dtype)
+    if style == "interleaved":  # pairs (2i, 2i+1) share frequency i (ChatGLM / GPT-J)
+        cf = torch.stack((c, c), dim=-1).flatten(-2)
+        sf = torch.stack((-s, s), dim=-1).flatten(-2)
+    else:  # neox / rotate-half: dims i and i + rot/2 share frequency i
+        cf = torch.cat((c, c), dim=-1)
+        sf = torch.cat((-s, s), dim=-1)
+    rest = head_dim - cf.shape[-1]
+    if rest:
+        cf = torch.cat((cf, cf.new_ones(cf.shape[0], rest)), dim=-1)
+        sf = torch.cat((sf, sf.new_zeros(sf.shape[0], rest)), dim=-1)
+    return cf[:, None, :], sf[:, None, :]
+
+
+def rope_swap(x: torch.Tensor, style: str, rot: int) -> torch.Tensor:
+    """The partner of each rotated dim of `x` `[N, heads, D]` (values past `rot` are don't-care)."""
+    if style == "interleaved":
+        return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    half = rot // 2
+    parts = (x[..., half:rot], x[..., :half]) + ((x[..., rot:],) if rot < x.shape[-1] else ())
+    return torch.cat(parts, dim=-1)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, style: str) -> torch.Tensor:
     """Rotate the first `2 * cos.shape[-1]` dims of `x` `[N, heads, D]`; cos/sin `[N, rot/2]`."""
-    half = cos.shape[-1]
-    rot = 2 * half
-    c = cos[:, None, :].to(x.dtype)  # no-op when the caller already cast (Decoder.forward)
-    s = sin[:, None, :].to(x.dtype)
-    xr = x[..., :rot]
-    if style == "interleaved":  # pairs (2i, 2i+1) share frequency i (ChatGLM / GPT-J)
-        pairs = xr.unflatten(-1, (half, 2))
-        x0, x1 = pairs[..., 0], pairs[..., 1]
-        out = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2)
-    else:  # neox / rotate-half: dims i and i + rot/2 share frequency i
-        x0, x1 = xr[..., :half], xr[..., half:]
-        out = torch.cat((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1)
-    if rot == x.shape[-1]:
-        return out
-    return torch.cat((out, x[..., rot:]), dim=-1)
+    cf, sf = rope_factors(cos, sin, style, x.shape[-1], x.dtype)
+    return _rope(x, cf, sf, style, 2 * cos.shape[-1])
+
+
+def _rope(x, cf, sf, style: str, rot: int) -> torch.Tensor:
+    # Same roundings as the textbook form: x0*c - x1*s == x0*c + x1*(-s) exactly.
+    return x * cf + rope_swap(x, style, rot) * sf
 
 
 class Attention(nn.Module):
@@ -84,6 +108,7 @@ class Attention(nn.Module):
         self.num_kv_heads = config.num_kv_heads
         self.head_dim = config.head_dim
         self.rope_style = config.rope_style
+        self.rotary_dim = config.rotary_dim
         q_size = config.num_heads * config.head_dim
         kv_size = config.num_kv_heads * config.head_dim
         self.qkv = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.qkv_bias)
@@ -93,7 +118,8 @@ class Attention(nn.Module):
         n = x.shape[0]
         h, hk = self.num_heads, self.num_kv_heads
         qkv = self.qkv(x).view(n, h + 2 * hk, self.head_dim)
-        qk = apply_rope(qkv[:, : h + hk], cos, sin, self.rope_style)  # q and k in one call
+        # cos/sin are Decoder.forward's rope_factors: q and k rotate in one call.
+        qk = _rope(qkv[:, : h + hk], cos, sin, self.rope_style, self.rotary_dim)
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + hk :]
         if cache is None:
             out = F.scaled_dot_product_attention(
@@ -174,9 +200,11 @@ class Decoder(nn.Module):
         if self.cos is None:
             raise RuntimeError("call Decoder.init_rope(max_positions) before forward")
         x = self.embed(ids)
-        # Tables are float32; cast once per forward like transformers (cos/sin in input dtype).
-        cos = self.cos.index_select(0, positions).to(x.dtype)
-        sin = self.sin.index_select(0, positions).to(x.dtype)
+        # Tables are float32; cast once per forward like transformers (cos/sin in input dtype),
+        # and expanded to per-dim factors once for all layers.
+        c = self.config
+        cos, sin = rope_factors(self.cos.index_select(0, positions), self.sin.index_select(0, positions),
+                                c.rope_style, c.head_dim, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, cache, batch)
         if logits_at is not None:
