@@ -36,6 +36,7 @@ ToolsOpt = typer.Option(
 SystemOpt = typer.Option(None, "--system", "-s", help="System prompt.")
 StepsOpt = typer.Option(10, "--max-steps", help="Model calls allowed per user turn.")
 UnsafeOpt = typer.Option(False, "--unsafe-no-sandbox", help="Run python/shell without bubblewrap (resource limits only).")
+QuotaOpt = typer.Option(2048, "--workspace-quota-mb", min=0, help="Most MiB python/shell code may keep in the workspace (0: no limit).")
 ImageModelOpt = typer.Option(None, "--image-model", help="Diffusers model folder or hub id for the image tool.")
 ImageBackendOpt = typer.Option(None, "--image-backend", help="Image backend: diffusers (local) or cogview (Zhipu API).")
 QuantOpt = typer.Option(None, "--quant", help="Weight-only quantization for a local model: int8 or int4.")
@@ -62,6 +63,7 @@ def build_agent(
     search_index: str | None = None,
     browser_allow: list[str] | None = None,
     image_backend: str | None = None,
+    workspace_quota_mb: int | None = None,
 ):
     """The agent the CLI commands drive, from their options."""
     from glm_agent.agent.loop import Agent
@@ -79,6 +81,11 @@ def build_agent(
         "image": {k: v for k, v in (("model", image_model), ("backend", image_backend)) if v},
         "browser": {},
     }
+    if workspace_quota_mb is not None:  # 0: no quota
+        from glm_agent.sandbox.config import SandboxConfig
+
+        box = SandboxConfig(workspace_quota_mb=workspace_quota_mb or None)
+        options["python"]["sandbox"] = options["shell"]["sandbox"] = box
     if search or search_index:
         from glm_agent.tools.browser.cli import provider_options
 
@@ -108,6 +115,38 @@ def build_agent(
     return Agent(chat_model, tools=instances, system=system, max_steps=max_steps, workspace=workspace)
 
 
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear line on stderr; raise the returned Exit."""
+    from glm_agent.terminal import safe_text
+
+    typer.echo(f"error: {safe_text(message)}", err=True)
+    return typer.Exit(code)
+
+
+def _stdin_is_open() -> bool:
+    """False when the program was started with stdin closed (`<&-`): sys.stdin is then None."""
+    try:
+        os.fstat(sys.stdin.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _prompt_from_stdin() -> str:
+    """The prompt for `run -`: all of stdin, as UTF-8 text."""
+    if not _stdin_is_open():
+        raise _fail("`run -` reads the prompt from stdin, but stdin is closed; "
+                    "pipe it in: echo 'question' | glm-agent run -")
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read() if stream is not None else sys.stdin.read()
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"stdin is not UTF-8 text (bad byte at offset {exc.start}); convert it, e.g. with iconv") from None
+
+
 def load_user_tool(target: str):
     """`package.module:name` -> a Tool; plain functions are wrapped with `@tool`."""
     from glm_agent.tools.base import Tool, tool
@@ -133,6 +172,7 @@ def chat(
     system: Optional[str] = SystemOpt,
     max_steps: int = StepsOpt,
     unsafe_no_sandbox: bool = UnsafeOpt,
+    workspace_quota_mb: int = QuotaOpt,
     image_model: Optional[str] = ImageModelOpt,
     quant: Optional[str] = QuantOpt,
     device: Optional[str] = DeviceOpt,
@@ -146,14 +186,25 @@ def chat(
 ) -> None:
     """Chat with the agent in the terminal (streamed answers, tool panels, /help for commands)."""
     from glm_agent.agent.loop import default_home
+    from glm_agent.agent.session import SessionFileError, read_session_file
     from glm_agent.chat import ChatApp
 
+    if not _stdin_is_open():
+        raise _fail("chat reads what you type from stdin, but stdin is closed; use `glm-agent run PROMPT` in scripts")
+    if load:
+        try:  # a bad file is reported before a model is loaded
+            read_session_file(load)
+        except SessionFileError as exc:
+            raise _fail(str(exc)) from None
     agent = build_agent(
         model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace,
-        search, search_index, browser_allow, image_backend,
+        search, search_index, browser_allow, image_backend, workspace_quota_mb=workspace_quota_mb,
     )
     if load:
-        agent.load(load)
+        try:
+            agent.load(load)
+        except SessionFileError as exc:
+            raise _fail(str(exc)) from None
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
 
@@ -175,6 +226,7 @@ def run(
     system: Optional[str] = SystemOpt,
     max_steps: int = StepsOpt,
     unsafe_no_sandbox: bool = UnsafeOpt,
+    workspace_quota_mb: int = QuotaOpt,
     image_model: Optional[str] = ImageModelOpt,
     quant: Optional[str] = QuantOpt,
     device: Optional[str] = DeviceOpt,
@@ -187,11 +239,18 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the whole event log as JSON instead of the answer."),
 ) -> None:
     """Run one prompt and print the answer (exit code 1 if the run did not complete)."""
+    from glm_agent.terminal import safe_json, safe_text
+
     if prompt == "-":
-        prompt = sys.stdin.read()
+        prompt = _prompt_from_stdin()
+        if not prompt.strip():
+            raise _fail("`run -` read an empty prompt from stdin; "
+                        "pipe the question in: echo 'question' | glm-agent run -")
+    elif not prompt.strip():
+        raise _fail("the prompt is empty; give the question as the argument, or '-' to read it from stdin")
     agent = build_agent(
         model, tools, system, max_steps, unsafe_no_sandbox, image_model, quant, device, apar, workspace,
-        search, search_index, browser_allow, image_backend,
+        search, search_index, browser_allow, image_backend, workspace_quota_mb=workspace_quota_mb,
     )
 
     async def go() -> tuple[str, str, list[dict]]:
@@ -203,7 +262,7 @@ def run(
                 if event.type == "final":
                     final_text, status = event.text, event.status
                 elif event.type == "error":
-                    typer.echo(f"error: {event.message}", err=True)
+                    typer.echo(f"error: {safe_text(event.message)}", err=True)
         finally:
             await agent.aclose()
             await agent.model.aclose()
@@ -211,9 +270,9 @@ def run(
 
     text, status, events = asyncio.run(go())
     if as_json:
-        typer.echo(json.dumps(events, ensure_ascii=False, indent=1))
+        typer.echo(safe_json(json.dumps(events, ensure_ascii=False, indent=1)))
     else:
-        typer.echo(text)
+        typer.echo(safe_text(text))
     if status != "completed":
         if not as_json:
             typer.echo(f"(run ended with status {status})", err=True)

@@ -27,6 +27,7 @@ from glm_agent.agent.events import (
     ToolCallStarted,
 )
 from glm_agent.agent.loop import Agent, SessionFileError
+from glm_agent.terminal import safe_markdown, safe_text
 from glm_agent.tools.browser.citations import render_citations
 
 __all__ = ["ChatApp", "HELP"]
@@ -49,6 +50,11 @@ def _short(text: str, lines: int = MAX_PANEL_LINES) -> str:
         return text
     keep = lines // 2
     return "\n".join(parts[:keep] + [f"… ({len(parts) - 2 * keep} more lines) …"] + parts[-keep:])
+
+
+def _plain(text: object, style: str = "") -> Text:
+    """Untrusted text (model, tools, files) as a rich Text: no markup, no terminal controls."""
+    return Text(safe_text(text), style=style)
 
 
 class ChatApp:
@@ -75,7 +81,7 @@ class ChatApp:
                     if live is None:
                         live = start_live()
                     text += event.text
-                    live.update(Markdown(text))
+                    live.update(Markdown(safe_markdown(text)))
                 elif isinstance(event, ToolCallStarted):
                     if live is not None:
                         live.stop()
@@ -87,10 +93,10 @@ class ChatApp:
                     if live is not None:
                         live.stop()
                         live = None
-                    self.console.print(Panel(event.message, title="error", border_style="red"))
+                    self.console.print(Panel(_plain(event.message), title="error", border_style="red"))
                 elif isinstance(event, FinalAnswer):
                     if live is not None:
-                        live.update(Markdown(render_citations(text, self.citations)))
+                        live.update(Markdown(safe_markdown(render_citations(text, self.citations))))
                         live.stop()
                         live = None
                     if event.status == "max_steps":
@@ -103,21 +109,23 @@ class ChatApp:
         call = event.call
         body = next(iter(call.arguments.values())) if len(call.arguments) == 1 else None
         if isinstance(body, str) and "\n" in body:
-            content: Any = Syntax(body, "python" if call.name == "python" else "text", word_wrap=True)
+            content: Any = Syntax(safe_text(body), "python" if call.name == "python" else "text", word_wrap=True)
         else:
-            content = Syntax(json.dumps(call.arguments, ensure_ascii=False, indent=1), "json", word_wrap=True)
-        self.console.print(Panel(content, title=f"tool call · {call.name}", border_style="cyan", title_align="left"))
+            arguments = safe_text(json.dumps(call.arguments, ensure_ascii=False, indent=1))
+            content = Syntax(arguments, "json", word_wrap=True)
+        title = _plain(f"tool call · {call.name}")
+        self.console.print(Panel(content, title=title, border_style="cyan", title_align="left"))
 
     def _show_result(self, event: ToolCallFinished) -> None:
         result = event.result
         self.citations.update({str(k): v for k, v in (result.data.get("citations") or {}).items()})
-        items: list[Any] = [Text(_short(result.content))]
+        items: list[Any] = [_plain(_short(result.content))]
         for attachment in result.attachments:
-            items.append(Text(f"📎 {attachment.path}", style="bold green"))
+            items.append(_plain(f"📎 {attachment.path}", style="bold green"))
             if attachment.mime.startswith("image/"):
                 self._show_image(attachment.path)
         style = "red" if result.is_error else "green"
-        title = f"{event.call.name} · {'error' if result.is_error else 'result'} · {event.seconds:.1f}s"
+        title = _plain(f"{event.call.name} · {'error' if result.is_error else 'result'} · {event.seconds:.1f}s")
         self.console.print(Panel(Group(*items), title=title, border_style=style, title_align="left"))
 
     def _show_image(self, path: str) -> None:
@@ -126,7 +134,7 @@ class ChatApp:
         except ImportError:
             return
         try:
-            show_image_inline(path, self.console)
+            show_image_inline(path, self.console, workspace=self.agent.workspace)  # no link followed
         except Exception:  # inline display is a nicety; the path is already printed
             pass
 
@@ -148,24 +156,31 @@ class ChatApp:
             if not self.agent.tools:
                 self.console.print("no tools (start with --tools python,browser,...)")
             for tool in self.agent.tools.values():
-                self.console.print(f"[bold]{tool.name}[/bold] — {tool.description.splitlines()[0] if tool.description else ''}")
+                first = tool.description.splitlines()[0] if tool.description else ""
+                self.console.print(Text.assemble(_plain(tool.name, "bold"), " — ", _plain(first)))
         elif name == "/save":
             if not arg:
                 self.console.print("[red]usage: /save FILE[/red]")
             else:
-                path = self.agent.save(arg)
-                self.console.print(f"saved {len(self.agent.history)} messages to {path}")
+                try:
+                    path = self.agent.save(Path(arg).expanduser())
+                except OSError as exc:  # a directory, no permission, disk full: say so, keep chatting
+                    self.console.print(_plain(f"cannot save to {arg}: {exc.strerror or exc}", "red"))
+                else:
+                    self.console.print(_plain(f"saved {len(self.agent.history)} messages to {path}"))
         elif name == "/load":
             if not arg:
                 self.console.print("[red]usage: /load FILE[/red]")
             else:
                 try:
-                    self.agent.load(arg)
-                    self.console.print(f"loaded {len(self.agent.history)} messages from {arg}")
-                except SessionFileError as exc:
-                    self.console.print(f"[red]{exc}[/red]")
+                    self.agent.load(Path(arg).expanduser())
+                except SessionFileError as exc:  # the conversation so far is kept as it was
+                    self.console.print(_plain(exc, "red"))
+                else:
+                    self.citations.clear()  # they belonged to the conversation just replaced
+                    self.console.print(_plain(f"loaded {len(self.agent.history)} messages from {arg}"))
         else:
-            self.console.print(f"[red]unknown command {name}[/red] — /help lists them")
+            self.console.print(Text.assemble(_plain(f"unknown command {name}", "red"), " — /help lists them"))
         return True
 
     # ---- the loop ------------------------------------------------------------------------
@@ -178,7 +193,8 @@ class ChatApp:
         session: PromptSession[str] = PromptSession(history=history)
         model_name = getattr(self.agent.model, "name", "model")
         tools = ", ".join(self.agent.tools) or "none"
-        self.console.print(f"[bold]glm-agent[/bold] · model [cyan]{model_name}[/cyan] · tools [cyan]{tools}[/cyan] · /help")
+        self.console.print(Text.assemble(("glm-agent", "bold"), " · model ", _plain(model_name, "cyan"),
+                                         " · tools ", _plain(tools, "cyan"), " · /help"))
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -190,8 +206,11 @@ class ChatApp:
             if not line.strip():
                 continue
             if line.startswith("/"):
-                if not self.command(line):
-                    break
+                try:
+                    if not self.command(line):
+                        break
+                except Exception as exc:  # a failing command never ends the chat
+                    self.console.print(_plain(f"{line.split()[0]} failed: {type(exc).__name__}: {exc}", "red"))
                 continue
             task = asyncio.ensure_future(self.turn(line))
             try:
@@ -203,7 +222,7 @@ class ChatApp:
             except asyncio.CancelledError:
                 self.console.print("[yellow]interrupted[/yellow]")
             except Exception as exc:  # never leave the chat because one turn failed
-                self.console.print(Panel(f"{type(exc).__name__}: {exc}", title="error", border_style="red"))
+                self.console.print(Panel(_plain(f"{type(exc).__name__}: {exc}"), title="error", border_style="red"))
             finally:
                 try:
                     loop.remove_signal_handler(signal.SIGINT)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -39,20 +37,20 @@ from glm_agent.agent.messages import (
     messages_adapter,
     new_call_id,
 )
+from glm_agent.agent.session import (
+    SESSION_FORMAT,
+    SessionFileError,
+    check_session_id,
+    default_home,
+    read_session_file,
+    sessions_root,
+    write_session_file,
+)
 from glm_agent.model.base import ChatModel, GenerationSettings, ModelDone, TextDelta, ToolCallReady
+from glm_agent.terminal import safe_text
 from glm_agent.tools.base import Tool, ToolArgumentsError, ToolContext
 
-__all__ = ["Agent", "SessionFileError", "default_home"]
-
-SESSION_FORMAT = 1
-
-
-class SessionFileError(ValueError):
-    """A saved session file that cannot be read back."""
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("GLM_AGENT_HOME") or Path.home() / ".glm-agent")
+__all__ = ["Agent", "SessionFileError", "default_home", "SESSION_FORMAT"]
 
 
 class Agent:
@@ -89,7 +87,9 @@ class Agent:
         self.max_steps = max_steps
         self.settings = settings
         self.tool_timeout = tool_timeout
-        self.session_id = session_id or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        # The id names the session's folder: checked here, and again on every load.
+        default_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        self.session_id = check_session_id(session_id) if session_id else default_id
         self._workspace = Path(workspace) if workspace else None
         self.history: list[Message] = []
         self.reset()
@@ -104,60 +104,53 @@ class Agent:
 
     @property
     def workspace(self) -> Path:
-        """The session's working folder (tool outputs, images, files the model writes)."""
-        if self._workspace is None:
-            self._workspace = default_home() / "sessions" / self.session_id
-        self._workspace.mkdir(parents=True, exist_ok=True)
-        return self._workspace
+        """The session's working folder (tool outputs, images, files the model writes).
+
+        The `workspace=` the program gave, else `<home>/sessions/<session_id>`; never a folder
+        named by a session file."""
+        folder = self._workspace if self._workspace is not None else sessions_root() / check_session_id(self.session_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def reset(self) -> None:
         """Forget the conversation (tools keep their state, e.g. kernel variables)."""
         self.history = [SystemMessage(content=self.system)] if self.system else []
 
     def save(self, path: str | Path) -> Path:
-        """Write the session to a JSON file atomically: a crash never leaves half a file."""
-        path = Path(path)
+        """Write the session to a JSON file atomically: a crash never leaves half a file.
+
+        OSError when `path` cannot be written (a directory, no permission)."""
         payload = {
             "format": SESSION_FORMAT,
             "session_id": self.session_id,
             "model": getattr(self.model, "name", type(self.model).__name__),
             "tools": sorted(self.tools),
             "system": self.system,
-            "workspace": str(self._workspace) if self._workspace else None,
+            # Only an explicit workspace is recorded (so `load` can refuse a mismatch); the
+            # default one follows from the id, and the file stays valid under another home.
+            "workspace": str(self._workspace.absolute()) if self._workspace is not None else None,
             "messages": messages_adapter.dump_python(self.history, mode="json"),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f, ensure_ascii=False, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_session_file(path, payload)
 
     def load(self, path: str | Path) -> None:
-        """Replace this agent's conversation with the one saved in `path`."""
-        path = Path(path)
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-            if payload.get("format") != SESSION_FORMAT:
-                raise SessionFileError(f"{path}: unsupported session format {payload.get('format')!r}")
-            history = messages_adapter.validate_python(payload["messages"])
-        except FileNotFoundError:
-            raise SessionFileError(f"no session file at {path}") from None
-        except (json.JSONDecodeError, KeyError, ValueError) as exc:
-            if isinstance(exc, SessionFileError):
-                raise
-            raise SessionFileError(f"{path} is not a glm-agent session file: {exc}") from None
-        self.history = history
-        self.system = payload.get("system")
-        self.session_id = payload.get("session_id") or self.session_id
-        if payload.get("workspace") and self._workspace is None:
-            self._workspace = Path(payload["workspace"])
+        """Replace this agent's conversation with the one saved in `path`.
+
+        The file is untrusted: it is validated whole first, and any problem raises
+        SessionFileError with the agent left exactly as it was. It never chooses the
+        workspace: a file whose `workspace` differs from this agent's is refused."""
+        session = read_session_file(path)
+        session_id = session.session_id or self.session_id
+        expected = self._workspace if self._workspace is not None else sessions_root() / session_id
+        if session.workspace is not None and Path(session.workspace) not in (expected, expected.absolute()):
+            raise SessionFileError(
+                f"{path}: field 'workspace' names {safe_text(session.workspace)[:200]!r}, but this agent works in "
+                f"{expected}; a session file cannot choose the folder: to work there, create the agent with "
+                "that workspace (chat: --workspace), or remove the field"
+            )
+        self.history = list(session.messages)
+        self.system = session.system
+        self.session_id = session_id
 
     # ---- running -------------------------------------------------------------------------
 

@@ -5,6 +5,12 @@ Templates come from the checkpoint (`tokenizer_config.json`, `chat_template.jinj
 jinja2's immutable sandbox with the same helpers transformers provides (`tojson` without HTML
 escaping, `raise_exception`, `strftime_now`, a `{% generation %}` tag, loop controls).
 Our pydantic messages are turned into the HF/OpenAI dict shape first.
+
+`render_prompt` also says which characters are message content (`glm_agent.model.prompt`), so
+that a `<|im_start|>` inside a tool result is encoded as text, not as the control token: content
+is followed through the template (`glm_agent.model.template_marks`). When that fails (marks
+cut apart, or a text that differs from the plain rendering), the template is rendered again
+with only the token strings inside content marked, which is safe for any template.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from glm_agent.agent.messages import (
     AssistantMessage,
@@ -22,6 +28,7 @@ from glm_agent.agent.messages import (
     UserMessage,
 )
 from glm_agent.model.base import ModelError, ToolSpec
+from glm_agent.model.prompt import Prompt
 
 __all__ = [
     "ChatTemplate",
@@ -64,10 +71,12 @@ def messages_to_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return out
 
 
-def _environment():
+def _environment(marking: bool = False):
     import jinja2
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from glm_agent.model.template_marks import MarkingEnvironment
 
     class GenerationTag(jinja2.ext.Extension):
         # `{% generation %}...{% endgeneration %}` marks assistant text for training masks;
@@ -96,7 +105,7 @@ def _environment():
     def strftime_now(fmt):
         return datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(
+    env = (MarkingEnvironment if marking else ImmutableSandboxedEnvironment)(
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[GenerationTag, jinja2.ext.loopcontrols],
@@ -104,6 +113,8 @@ def _environment():
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
+    if marking:
+        env.wrap_filters()
     return env
 
 
@@ -116,6 +127,7 @@ class ChatTemplate:
         self.source = source
         self.bos_token = bos_token or ""
         self.eos_token = eos_token or ""
+        self._marking_template: Any = None
         try:
             self._template = _environment().from_string(source)
         except jinja2.exceptions.TemplateSyntaxError as exc:
@@ -138,14 +150,63 @@ class ChatTemplate:
         add_generation_prompt: bool = True,
         **extra: Any,
     ) -> str:
-        import jinja2
-
         schemas = None
         if tools:
             schemas = [t.openai_schema() if isinstance(t, ToolSpec) else dict(t) for t in tools]
+        return self._render(self._template, messages_to_dicts(messages), schemas, add_generation_prompt, extra)
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message | dict],
+        tools: Sequence[ToolSpec | dict] | None = None,
+        add_generation_prompt: bool = True,
+        markup_tokens: Collection[str] = (),
+        **extra: Any,
+    ) -> Prompt:
+        """The rendered text plus where message content is in it (see the module docstring).
+
+        markup_tokens: the tokenizer's special and added token strings; the fallback marks
+        their occurrences inside content. Without them the fallback marks all text as content.
+        """
+        from glm_agent.model.template_marks import mark_content, sanitized
+
+        schemas = [t.openai_schema() if isinstance(t, ToolSpec) else dict(t) for t in tools or ()] or None
+        dicts = sanitized(messages_to_dicts(messages))
+        schemas = sanitized(schemas)
+        plain = self._render(self._template, dicts, schemas, add_generation_prompt, extra)
         try:
-            return self._template.render(
-                messages=messages_to_dicts(messages),
+            if self._marking_template is None:
+                self._marking_template = _environment(marking=True).from_string(self.source)
+            marked = self._render(
+                self._marking_template, mark_content(dicts), mark_content(schemas), add_generation_prompt, extra
+            )
+            prompt = Prompt.parse(marked)
+            if prompt.text == plain:
+                return prompt
+        except Exception:  # noqa: BLE001 (UnbalancedMarks, or a template that trips on Marked)
+            pass  # the template did something content tracking cannot follow: fall back
+        return self._render_fallback(dicts, schemas, add_generation_prompt, extra, markup_tokens)
+
+    def _render_fallback(self, dicts, schemas, add_generation_prompt, extra, markup_tokens) -> Prompt:
+        """Render with the markup-token strings inside content wrapped in marks: the template
+        sees its data unchanged except where content spells a token, and whatever it does to
+        that data, no token text from content can come out unmarked."""
+        from glm_agent.model.template_marks import TokenMarker
+
+        tokens = [t for t in markup_tokens if t]
+        if not tokens:
+            text = self._render(self._template, dicts, schemas, add_generation_prompt, extra)
+            return Prompt(text, ((0, len(text)),) if text else ())
+        marker = TokenMarker(tokens)
+        text = self._render(self._template, marker(dicts), marker(schemas), add_generation_prompt, extra)
+        return Prompt.parse(text, strict=False, reach=marker.longest)
+
+    def _render(self, template, dicts, schemas, add_generation_prompt, extra) -> str:
+        import jinja2
+
+        try:
+            return template.render(
+                messages=dicts,
                 tools=schemas,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,

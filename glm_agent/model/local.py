@@ -1,7 +1,7 @@
 """`LocalModel`: the `ChatModel` backed by our own decoder engine.
 
-One turn: render messages + tools (the model's own chat template, else the dialect), encode,
-run `Engine.generate` in a worker thread, turn tokens into text with the incremental
+One turn: render messages + tools (the model's own chat template, else the dialect), encode
+(markup as control tokens, message content as plain text), run `Engine.generate` in a worker thread, turn tokens into text with the incremental
 detokenizer, cut at stop strings, and feed the text to the dialect's streaming parser so
 plain answers stream at once and tool calls come out whole. Events cross from the worker
 thread to the caller's event loop through a queue; leaving the `async for` early (or
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from glm_agent.model.loading import Checkpoint
+    from glm_agent.model.prompt import Prompt
 
 __all__ = ["LocalModel", "resolve_device", "resolve_dtype"]
 
@@ -249,6 +250,10 @@ class LocalModel:
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
         """The exact prompt text this model is given for `messages` + `tools`."""
+        return self.render_prompt(messages, tools).text
+
+    def render_prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> "Prompt":
+        """The prompt text and which of it is message content (encoded as plain text)."""
         ck = self.checkpoint
         messages = self._nudged(messages)
         dialect_name = self._dialect_name or ck.dialect
@@ -256,8 +261,10 @@ class LocalModel:
         if use is None:
             use = ck.chat_template is not None and dialect_name != "glm4"
         if use and ck.chat_template is not None:
-            return ck.chat_template.render(messages, list(tools), add_generation_prompt=True)
-        return self.dialect.render(messages, list(tools), add_generation_prompt=True)
+            return ck.chat_template.render_prompt(
+                messages, list(tools), add_generation_prompt=True, markup_tokens=ck.tokenizer.markup_tokens
+            )
+        return self.dialect.render_prompt(messages, list(tools), add_generation_prompt=True)
 
     # ---- generation -------------------------------------------------------------------------
     async def stream(
@@ -308,8 +315,9 @@ class LocalModel:
 
             apar = AparDecoder(self.engine, AparTokens.from_tokenizer(tok, *(self._apar_tokens or (None, None))),
                                **self._apar_options)
-        prompt = self.render(messages, tools)
-        ids = tok.encode(prompt, allow_special=True)
+        # Only the template's markup may become control tokens: a `<|im_start|>system` inside a
+        # tool result or a web page is encoded as the text it is.
+        ids = tok.encode_prompt(self.render_prompt(messages, tools))
         engine = self.engine
         limit = engine.max_context
         if len(ids) >= limit:

@@ -6,7 +6,9 @@
   pre-tokenizer llama.cpp uses for that `tokenizer.ggml.pre`.
 
 `encode` never adds BOS/EOS on its own: chat templates and dialects write those tokens as text,
-and `allow_special=True` turns their text into the special ids.
+and `allow_special=True` turns their text into the special ids. A rendered chat is encoded with
+`encode_prompt`, which lets special and added tokens match only in the template's markup:
+message content goes through `encode_text`, which never yields a special or added token id.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from glm_agent.model.errors import CheckpointError
 
 if TYPE_CHECKING:
     from glm_agent.model.loaders.gguf import GGUFCheckpoint
+    from glm_agent.model.prompt import Prompt
 
 __all__ = [
     "Tokenizer",
@@ -77,8 +80,66 @@ class Tokenizer:
     eos_ids: list[int]
     bos_id: int | None
     special_tokens: dict[str, int]
+    # Every token only chat markup may produce: the special tokens plus added tokens such as
+    # Qwen's `<tool_call>` (whitespace-only added tokens are ordinary text and not listed).
+    markup_tokens: dict[str, int]
 
     def encode(self, text: str, allow_special: bool = True) -> list[int]:
+        raise NotImplementedError
+
+    def encode_text(self, text: str) -> list[int]:
+        """`text` as ordinary text: no id of `markup_tokens` comes out, whatever it contains,
+        and the ids decode back to `text`."""
+        ids, offsets = self._encode_plain(text)
+        bad = self._markup_ids.intersection(ids)
+        if not bad:
+            return ids
+        # The vocabulary's merges spelled a markup token: encode the text on either side of
+        # a cut inside that token, so the merge cannot happen.
+        for tid, (start, end) in zip(ids, offsets):
+            if tid in bad and end - start > 1:
+                cut = start + (end - start) // 2
+                return self.encode_text(text[:cut]) + self.encode_text(text[cut:])
+        return ids  # a one-character markup token is that character: nothing to split
+
+    def encode_prompt(self, prompt: "Prompt | str") -> list[int]:
+        """A rendered chat: markup tokens count only outside the prompt's content spans.
+
+        The whole text is encoded as `encode(allow_special=True)` does; each stretch between
+        two genuine markup tokens that holds a token overlapping content is re-encoded with
+        `encode_text`. So a prompt whose content has no token text gets the very same ids as
+        before, and content never yields a markup id.
+        """
+        if isinstance(prompt, str) or not prompt.content:
+            return self.encode(str(prompt), allow_special=True)
+        text = prompt.text
+        ids, offsets = self._encode_offsets(text)
+        markup = self._markup_ids
+        out: list[int] = []
+        run: list[int] = []
+        run_start, forged = 0, False
+        for tid, (start, end) in zip(ids, offsets):
+            if tid in markup:
+                if not prompt.overlaps(start, end):
+                    out += self.encode_text(text[run_start:start]) if forged else run
+                    out.append(tid)
+                    run, run_start, forged = [], end, False
+                    continue
+                forged = True
+            run.append(tid)
+        out += self.encode_text(text[run_start:]) if forged else run
+        return out
+
+    @property
+    def _markup_ids(self) -> frozenset[int]:
+        return frozenset(self.markup_tokens.values())
+
+    def _encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """encode(text, allow_special=True) and each token's (start, end) character span."""
+        raise NotImplementedError
+
+    def _encode_plain(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and spans of `text` with no markup token matched as a whole."""
         raise NotImplementedError
 
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
@@ -143,17 +204,55 @@ class _HFTokenizer(Tokenizer):
         self._tok = tok
         self.kind = kind
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
-        self.special_tokens = {
-            t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special
-        }
+        added = tok.get_added_tokens_decoder()
+        self.special_tokens = {t.content: i for i, t in added.items() if t.special}
+        self.markup_tokens = {t.content: i for i, t in added.items() if t.content.strip()}
         self.eos_ids = _resolve_ids(self, eos) or _guess_eos(self)
         bos_ids = _resolve_ids(self, [bos] if bos is not None else [])
         self.bos_id = bos_ids[0] if bos_ids else None
+        # Added tokens `encode_special_tokens` does not cover (Qwen's `<tool_call>`).
+        self._not_special = [t for t in self.markup_tokens if t not in self.special_tokens]
+        self._plain: Any = None
 
     def encode(self, text: str, allow_special: bool = True) -> list[int]:
         # encode_special_tokens=True makes special-token text encode as plain text.
         self._tok.encode_special_tokens = not allow_special
         return self._tok.encode(text, add_special_tokens=False).ids
+
+    def _encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        self._tok.encode_special_tokens = False
+        enc = self._tok.encode(text, add_special_tokens=False)
+        return enc.ids, enc.offsets
+
+    def _encode_plain(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        tok = self._tok
+        if any(t in text for t in self._not_special):
+            tok = self._plain_tokenizer()
+        tok.encode_special_tokens = True
+        enc = tok.encode(text, add_special_tokens=False)
+        return enc.ids, enc.offsets
+
+    def _plain_tokenizer(self) -> Any:
+        """The same tokenizer without the markup tokens as added tokens.
+
+        `encode_special_tokens` only covers tokens flagged special; added tokens that are not
+        (Qwen's `<tool_call>`, GGUF USER_DEFINED tokens) would still match, so they are taken
+        out of a copy (built once, on first need: about a second for a 150k vocabulary). Text
+        without markup encodes exactly as with the original. Should the copy fail to build,
+        the original serves, and `encode_text` cuts inside what it matches.
+        """
+        if self._plain is None:
+            from tokenizers import Tokenizer as HFTok
+
+            try:
+                data = json.loads(self._tok.to_str())
+                data["added_tokens"] = [
+                    t for t in data.get("added_tokens", []) if t.get("content") not in self.markup_tokens
+                ]
+                self._plain = HFTok.from_str(json.dumps(data))
+            except Exception:  # a component the JSON form cannot carry
+                self._plain = self._tok
+        return self._plain
 
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special)
@@ -194,6 +293,7 @@ class _TiktokenTokenizer(Tokenizer):
         )
         self._id_to_special = {i: t for t, i in special_ids.items()}
         self.special_tokens = special_ids
+        self.markup_tokens = dict(special_ids)
         self.vocab_size = self._enc.n_vocab
         self.eos_ids = _resolve_ids(self, eos) or _guess_eos(self)
         self.bos_id = None
@@ -202,6 +302,17 @@ class _TiktokenTokenizer(Tokenizer):
         if allow_special:
             return self._enc.encode(text, allowed_special="all")
         return self._enc.encode(text, disallowed_special=())
+
+    def _encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        return self._with_offsets(self._enc.encode(text, allowed_special="all"), len(text))
+
+    def _encode_plain(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        return self._with_offsets(self._enc.encode_ordinary(text), len(text))
+
+    def _with_offsets(self, ids: list[int], length: int) -> tuple[list[int], list[tuple[int, int]]]:
+        _, starts = self._enc.decode_with_offsets(ids)
+        ends = starts[1:] + [length]
+        return ids, list(zip(starts, ends))
 
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
         if skip_special:

@@ -3,8 +3,16 @@
 Layout inside the sandbox: the host root read-only, fresh /dev and /proc (own PID
 namespace), a private /tmp, host home directories and /run replaced by empty ones, the
 session workspace writable at `/mnt/data`, no network (own empty network namespace).
-The interpreter's own directories are bound back read-only when they live under a
-hidden directory (pyenv under /root), so the same Python runs inside.
+The interpreter's own folders are bound back read-only when they live under a hidden
+directory or /tmp (see interpreter.py), so the same Python runs inside.
+
+No privilege inside: every capability is dropped (root included), and, where bubblewrap
+and the kernel allow it, the sandbox gets its own user namespace in which no further user
+namespace can be made (no nested namespaces in which code would hold capabilities again).
+
+bubblewrap reads its arguments from a file in a host-only folder (`--args 3`), so that the
+sandbox's /proc/1/cmdline (bubblewrap itself) shows neither bind sources nor environment.
+It reads the seccomp filter (seccomp.py) from another file there (`--seccomp 4`).
 """
 
 from __future__ import annotations
@@ -15,13 +23,19 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Tuple
 
+from glm_agent.sandbox import seccomp
 from glm_agent.sandbox.config import SandboxConfig
 from glm_agent.sandbox.errors import SandboxUnavailableError
+from glm_agent.sandbox.hostdir import make_private_dir, remove_tree
+from glm_agent.sandbox.interpreter import rebound_folders
 from glm_agent.sandbox.limits import PidsCgroup, pids_cgroup_root, rlimit_argv
 
-__all__ = ["Sandbox", "find_bwrap", "check_bwrap", "bwrap_available", "SANDBOX_HOME"]
+__all__ = ["Sandbox", "Bind", "find_bwrap", "check_bwrap", "bwrap_available", "SANDBOX_HOME"]
+
+# (host path, path inside the sandbox, writable)
+Bind = Tuple[str, str, bool]
 
 SANDBOX_HOME = "/tmp/home"
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -37,13 +51,55 @@ def _probe(bwrap: str) -> str | None:
     try:
         proc = subprocess.run(
             [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
-             "--unshare-net", "--unshare-ipc", "--die-with-parent", "--", "/bin/true"],
+             "--unshare-net", "--unshare-ipc", "--die-with-parent", "--cap-drop", "ALL", "--", "/bin/true"],
             capture_output=True, text=True, timeout=20,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{bwrap} failed to run: {exc}"
     if proc.returncode != 0:
         return f"{bwrap} cannot create namespaces here: {proc.stderr.strip() or proc.returncode}"
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _userns_ok(bwrap: str) -> bool:
+    """Whether bwrap can give the sandbox its own user namespace with nested ones disabled
+    (bubblewrap >= 0.8 on a kernel that allows user namespaces)."""
+    try:
+        proc = subprocess.run(
+            [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--unshare-pid", "--unshare-user",
+             "--disable-userns", "--die-with-parent", "--cap-drop", "ALL", "--", "/bin/true"],
+            capture_output=True, timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+@functools.lru_cache(maxsize=4)
+def _seccomp_refused(bwrap: str, arch: str) -> str | None:
+    """Why bwrap cannot install our seccomp filter here (None: it can, or there is none for
+    this CPU). A kernel or container without seccomp gets sandboxes without the filter,
+    which `describe()` and `sandbox check` then report, instead of no sandbox at all."""
+    code = seccomp.program(arch)
+    if code is None:
+        return f"none for {arch}"
+    read, write = os.pipe()
+    try:
+        os.write(write, code)  # a few hundred bytes: fits in the pipe
+        os.close(write)
+        write = -1
+        proc = subprocess.run(
+            [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--die-with-parent", "--seccomp", str(read),
+             "--", "/bin/true"], capture_output=True, text=True, timeout=20, pass_fds=(read,))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap could not load it: {exc}"
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+    if proc.returncode != 0:
+        return f"bubblewrap could not load it: {proc.stderr.strip() or proc.returncode}"
     return None
 
 
@@ -68,16 +124,6 @@ def bwrap_available() -> bool:
 
 def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def _python_paths(python: str) -> list[str]:
-    """Directories the interpreter needs: prefixes and every existing sys.path entry."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(python)),
-             os.path.dirname(os.path.abspath(python))}
-    paths.update(p for p in sys.path if p and os.path.isdir(p))
-    paths.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isdir(p))
-    out = sorted({os.path.realpath(p) for p in paths} | {os.path.abspath(p) for p in paths})
-    return out
 
 
 def _open_up(destinations: Sequence[str], writable: Sequence[str]) -> list[str]:
@@ -120,7 +166,8 @@ def _open_up(destinations: Sequence[str], writable: Sequence[str]) -> list[str]:
 class Sandbox:
     """Command-line builder for one isolated environment (one kernel, or one shell).
 
-    `open()` creates the pids cgroup, `close()` kills what is left in it and removes it.
+    `open()` creates the pids cgroup; `close()` kills what is left in it and removes it, and
+    removes the host-only folder that holds bubblewrap's argument files.
     """
 
     def __init__(
@@ -128,17 +175,21 @@ class Sandbox:
         config: SandboxConfig | None = None,
         workspace: str | Path = ".",
         *,
-        extra_rw: Sequence[str | Path] = (),
         python: str | None = None,
+        private_dir: str | Path | None = None,
     ):
         self.config = config or SandboxConfig()
         self.workspace = Path(workspace).resolve()
-        self.extra_rw = [str(Path(p).resolve()) for p in extra_rw]
         self.python = python or sys.executable
         self.isolated = not self.config.unsafe_no_sandbox
         self.bwrap = check_bwrap() if self.isolated else None
         self.cgroup: PidsCgroup | None = None
         self._opened = False
+        # Host-only: never bound into the sandbox (made on first use, removed by close()).
+        self._private_path = Path(private_dir) if private_dir is not None else None
+        self._private: Path | None = None
+        self._args_files = 0
+        self._seccomp_file: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -155,6 +206,10 @@ class Sandbox:
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
+        if self._private is not None:
+            remove_tree(self._private)
+            self._private = None
+            self._seccomp_file = None
         self._opened = False
 
     def kill_all(self) -> None:
@@ -176,6 +231,19 @@ class Sandbox:
             return self.workspace / os.path.relpath(inside, base)
         return None
 
+    def hidden_paths(self) -> list[str]:
+        """The configured hidden paths that exist on the host, resolved."""
+        hidden: list[str] = []
+        for path in self.config.hidden:
+            real = os.path.realpath(os.path.expanduser(path))
+            if real not in hidden and real != "/" and os.path.exists(real):
+                hidden.append(real)
+        return hidden
+
+    def rebound_folders(self) -> list[str]:
+        """The interpreter's folders bound back read-only (under a hidden path or /tmp)."""
+        return rebound_folders(self.python, self.hidden_paths())
+
     # -- command line ----------------------------------------------------------------
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -190,6 +258,11 @@ class Sandbox:
             "TERM": "dumb",
             "TMPDIR": "/tmp",
         }
+        if self.config.memory_mb:
+            # RLIMIT_AS counts address space that glibc reserves, unused, for each thread's
+            # malloc arena (64 MiB each: 500 MiB in an idle kernel). Two arenas keep the limit
+            # close to the memory really in use.
+            env["MALLOC_ARENA_MAX"] = "2"
         if os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         if extra:
@@ -198,14 +271,23 @@ class Sandbox:
         return env
 
     def command(
-        self, argv: Sequence[str], env: Mapping[str, str] | None = None
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, *, binds: Sequence[Bind] = ()
     ) -> tuple[list[str], dict[str, str], str]:
-        """(argv, env, cwd) to launch `argv` inside the sandbox."""
+        """(argv, env, cwd) to launch `argv` inside the sandbox. `binds` adds (host, inside,
+        writable) mounts for this command only; they are ignored without a sandbox."""
         self.open()
         full_env = self.env(env)
         prefix: list[str] = self.cgroup.enter_argv() if self.cgroup else []
         if self.isolated:
-            prefix += self._bwrap_args(full_env)
+            assert self.bwrap
+            args_file = self._write_args(self._bwrap_args(full_env, binds))
+            filter_file = self._write_seccomp()
+            if filter_file is None:
+                prefix += ["/bin/sh", "-c", 'exec "$@" 3<"$0"', str(args_file)]
+            else:  # the args file holds `--seccomp 4`
+                prefix += ["/bin/sh", "-c", 'f=$1; shift; exec "$@" 3<"$0" 4<"$f"', str(args_file),
+                           str(filter_file)]
+            prefix += [self.bwrap, "--args", "3", "--"]
             launch_env = {"PATH": _SYSTEM_PATH}
             cwd = "/"
         else:
@@ -216,14 +298,53 @@ class Sandbox:
             cwd = str(self.workspace)
         return prefix + rlimit_argv(self.config) + list(argv), launch_env, cwd
 
-    def _bwrap_args(self, env: Mapping[str, str]) -> list[str]:
+    def private_dir(self) -> Path:
+        """This sandbox's host-only folder (0700), made on first use."""
+        if self._private is None:
+            if self._private_path is None:
+                self._private = make_private_dir("s")
+            else:
+                self._private_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(self._private_path, 0o700)
+                self._private = self._private_path
+        return self._private
+
+    def _write_args(self, args: Sequence[str]) -> Path:
+        if any("\0" in a for a in args):
+            raise ValueError("a sandbox path or environment value contains a NUL character")
+        self._args_files += 1
+        path = self.private_dir() / f"bwrap-{self._args_files}.args"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"".join(a.encode() + b"\0" for a in args))
+        return path
+
+    def _filtered(self) -> bool:
+        """Whether this sandbox gets the seccomp filter (see `_seccomp_refused`)."""
+        return self.bwrap is not None and _seccomp_refused(self.bwrap, seccomp.host_arch()) is None
+
+    def _write_seccomp(self) -> Path | None:
+        """The seccomp filter's file (written once per sandbox), or None without a filter."""
+        if not self._filtered():
+            return None
+        if self._seccomp_file is None or not self._seccomp_file.exists():
+            code = seccomp.program(seccomp.host_arch())
+            assert code is not None
+            path = self.private_dir() / "seccomp.bpf"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(code)
+            self._seccomp_file = path
+        return self._seccomp_file
+
+    def _bwrap_args(self, env: Mapping[str, str], extra: Sequence[Bind] = ()) -> list[str]:
         cfg = self.config
         assert self.bwrap
         # The sandbox root is bubblewrap's own tmpfs with the host's top-level entries bound
         # read-only into it (rather than `--ro-bind / /`), so that bind destinations that do
         # not exist on the host (/mnt/data, /task ...) can still be created; it is made
         # read-only again at the end.
-        args = [self.bwrap]
+        args: list[str] = []
         for entry in sorted(os.listdir("/")):
             path = "/" + entry
             if entry in ("proc", "dev", "tmp"):
@@ -234,12 +355,7 @@ class Sandbox:
                 args += ["--ro-bind", path, path]
         args += ["--dev", "/dev", "--proc", "/proc",
                  "--size", str(cfg.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-        hidden: list[str] = []
-        for path in cfg.hidden:
-            real = os.path.realpath(os.path.expanduser(path))
-            if real in hidden or real == "/" or not os.path.exists(real):
-                continue
-            hidden.append(real)
+        hidden = self.hidden_paths()
         binds: list[tuple[str, str, str]] = []  # (flag, host, inside)
         for spec in cfg.ro_binds:
             host, inside = cfg.split_bind(spec)
@@ -247,33 +363,33 @@ class Sandbox:
         for spec in cfg.rw_binds:
             host, inside = cfg.split_bind(spec)
             binds.append(("--bind", os.path.realpath(host), inside))
-        for path in self.extra_rw:
-            binds.append(("--bind", path, path))
         binds.append(("--bind", str(self.workspace), cfg.workspace_mount))
+        for host, inside, writable in extra:
+            binds.append(("--bind" if writable else "--ro-bind", host, inside))
         args += _open_up([inside for _, _, inside in binds], hidden)
         for real in sorted(hidden):
             if os.path.isdir(real):
                 args += ["--tmpfs", real]
             else:
                 args += ["--ro-bind", "/dev/null", real]
-        # Bring back what the interpreter needs from hidden directories, read-only.
-        rebind = [p for p in _python_paths(self.python) if any(_under(p, h) for h in hidden)]
-        kept: list[str] = []
-        for p in sorted(rebind):
-            if not any(_under(p, k) for k in kept):
-                kept.append(p)
-        for p in kept:
+        # Bring back what the interpreter needs from hidden directories and /tmp, read-only.
+        for p in rebound_folders(self.python, hidden):
             args += ["--ro-bind", p, p]
         for flag, host, inside in binds:
             args += [flag, host, inside]
         args += ["--dir", SANDBOX_HOME, "--remount-ro", "/"]
         args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
-                 "--die-with-parent", "--new-session", "--clearenv"]
+                 "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        if _userns_ok(self.bwrap):
+            args += ["--unshare-user", "--disable-userns"]
+        if self._filtered():
+            args += ["--seccomp", "4"]  # command() opens the filter's file as fd 4
         if not cfg.network:
             args.append("--unshare-net")
+        args.append("--clearenv")
         for key, value in env.items():
             args += ["--setenv", key, value]
-        args += ["--chdir", cfg.workspace_mount, "--"]
+        args += ["--chdir", cfg.workspace_mount]
         return args
 
     def describe(self) -> str:
@@ -295,8 +411,14 @@ class Sandbox:
         if cfg.file_size_mb:
             limits.append(f"files {cfg.file_size_mb} MiB")
         if self.isolated:
+            assert self.bwrap
+            userns = "no nested user namespaces" if _userns_ok(self.bwrap) else "nested user namespaces allowed"
+            refused = _seccomp_refused(self.bwrap, seccomp.host_arch())
+            filtered = ("seccomp filter (fallocate, io_uring, keyrings, bpf, userfaultfd, perf refused)"
+                        if refused is None else f"NO seccomp filter ({refused})")
             where = (f"bubblewrap: read-only /, private /tmp, {'host network' if cfg.network else 'no network'}, "
-                     f"own PID namespace, workspace at {cfg.workspace_mount}")
+                     f"own PID namespace, no capabilities, {userns}, {filtered}, "
+                     f"workspace at {cfg.workspace_mount}")
         else:
             where = "NO SANDBOX (--unsafe-no-sandbox): resource limits only"
         return f"{where}; limits: {', '.join(limits) or 'none'}"

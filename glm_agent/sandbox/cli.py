@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -18,54 +19,66 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_PROBE = """
-import os, socket, resource
-checks = {}
-try:
-    socket.create_connection(("1.1.1.1", 53), timeout=1); checks["network blocked"] = False
-except OSError:
-    checks["network blocked"] = True
-try:
-    open("/usr/.glm-agent-probe", "w"); checks["root read-only"] = False
-except OSError:
-    checks["root read-only"] = True
-checks["workspace writable"] = bool(open("probe.txt", "w").write("ok"))
-checks["own PID namespace"] = os.getpid() < 10
-checks["memory limit (MiB)"] = resource.getrlimit(resource.RLIMIT_AS)[0] // 2**20
-print(checks)
-"""
-
-
 @app.command("check")
 def check(
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Check the limits-only mode."),
     memory_mb: int = typer.Option(4096, "--memory-mb", help="Address-space limit to test with."),
 ) -> None:
-    """Start a sandboxed kernel, probe its isolation and print what holds."""
+    """Start a sandboxed kernel, probe its isolation from inside and print what holds."""
+    import json
     import tempfile
 
-    from glm_agent.sandbox import KernelSession, SandboxConfig, SandboxError
+    from glm_agent.sandbox import (
+        KernelSession,
+        SandboxConfig,
+        SandboxError,
+        run_command,
+    )
+    from glm_agent.sandbox.limits import pids_cgroup_root
+    from glm_agent.sandbox.probe import check_rows, format_table, probe_code
 
     config = SandboxConfig(memory_mb=memory_mb, unsafe_no_sandbox=unsafe_no_sandbox, timeout=20)
+    kernel = None
     with tempfile.TemporaryDirectory(prefix="glm-check-") as ws:
         try:
             kernel = KernelSession(ws, config)
+            box = kernel.sandbox
             typer.echo(kernel.describe())
             t0 = time.perf_counter()
             kernel.start_sync()
             started = time.perf_counter() - t0
-            res = kernel.execute_sync(_PROBE)
+            res = kernel.execute_sync(probe_code(box.hidden_paths(), box.isolated))
+            shell = asyncio.run(run_command("grep CapEff /proc/self/status", ws, config))
         except SandboxError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         finally:
-            try:
-                kernel.shutdown_sync()
-            except Exception:  # noqa: BLE001
-                pass
-    typer.echo(f"kernel started in {started:.2f} s")
-    typer.echo(res.text.strip() if res.status == "ok" else f"probe failed: {res.text}")
-    if res.status != "ok":
+            if kernel is not None:
+                try:
+                    kernel.shutdown_sync()
+                except Exception:  # noqa: BLE001
+                    pass
+    typer.echo(f"kernel started in {started:.2f} s\n")
+    try:
+        facts = json.loads(res.text.strip().splitlines()[-1]) if res.status == "ok" else None
+    except (ValueError, IndexError):
+        facts = None
+    if facts is None:
+        typer.echo(f"probe failed: {res.text.strip() or res.status}", err=True)
+        raise typer.Exit(1)
+    if not config.nprocs:
+        how = "none"
+    elif os.geteuid() != 0:
+        how = "rlimit"
+    else:
+        how = "pids cgroup" if pids_cgroup_root() is not None else "NOT enforced: no writable pids cgroup"
+    shell_cap = shell.output.split(":", 1)[1].strip() if shell.ok and ":" in shell.output else None
+    rows = check_rows(facts, config, isolated=box.isolated, nprocs_how=how, rebound=box.rebound_folders(),
+                      shell_cap=shell_cap)
+    typer.echo(format_table(rows))
+    failed = [what for what, _, verdict in rows if verdict == "FAIL"]
+    if failed:
+        typer.echo(f"\nisolation does NOT hold: {', '.join(failed)}", err=True)
         raise typer.Exit(1)
 
 

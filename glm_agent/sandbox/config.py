@@ -31,7 +31,7 @@ class SandboxConfig:
     Attributes:
         memory_mb: address-space limit (RLIMIT_AS); allocations beyond raise MemoryError.
         cpu_seconds: CPU-time limit of one sandboxed process over its life (RLIMIT_CPU).
-        file_size_mb: largest file the code may write (RLIMIT_FSIZE).
+        file_size_mb: largest file the code may write (RLIMIT_FSIZE, capped at the workspace quota).
         nprocs: processes + threads the sandbox may hold (pids cgroup and RLIMIT_NPROC).
         timeout: default wall-clock seconds for one execution / command.
         network: keep the host network (False: own empty network namespace).
@@ -39,6 +39,8 @@ class SandboxConfig:
         hidden: host paths replaced by empty directories (or /dev/null for files).
         tmp_size_mb: size of the private /tmp.
         env: extra environment variables for sandboxed code.
+        workspace_quota_mb / workspace_max_files: most the workspace may hold (disk blocks, and
+            entries of any kind); code that goes over is stopped. None: no limit.
         unsafe_no_sandbox: run without namespaces (resource limits only) when bubblewrap is
             missing. Sandboxed code can then read and write everything the user can.
     """
@@ -56,6 +58,8 @@ class SandboxConfig:
     env: tuple[tuple[str, str], ...] = ()
     workspace_mount: str = WORKSPACE_MOUNT
     unsafe_no_sandbox: bool = False
+    workspace_quota_mb: int | None = 2048
+    workspace_max_files: int | None = 100_000
 
     def __post_init__(self) -> None:
         # Accept lists and dicts from callers; store hashable tuples.
@@ -68,7 +72,8 @@ class SandboxConfig:
         if isinstance(env, dict):
             env = tuple(env.items())
         object.__setattr__(self, "env", tuple((str(k), str(v)) for k, v in env))
-        for name in ("memory_mb", "cpu_seconds", "file_size_mb", "nprocs"):
+        for name in ("memory_mb", "cpu_seconds", "file_size_mb", "nprocs", "workspace_quota_mb",
+                     "workspace_max_files"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"SandboxConfig.{name} must be positive or None, got {value!r}")
@@ -76,6 +81,12 @@ class SandboxConfig:
             raise ValueError(f"SandboxConfig.timeout must be positive, got {self.timeout!r}")
         if not self.workspace_mount.startswith("/"):
             raise ValueError("SandboxConfig.workspace_mount must be an absolute path")
+
+    @property
+    def file_size_limit_mb(self) -> int | None:
+        """RLIMIT_FSIZE in MiB: no single file may be larger than the workspace quota."""
+        sizes = [v for v in (self.file_size_mb, self.workspace_quota_mb) if v is not None]
+        return min(sizes) if sizes else None
 
     def with_(self, **changes: object) -> "SandboxConfig":
         """A copy with some fields changed."""

@@ -1,11 +1,11 @@
 """KernelSession: one sandboxed IPython kernel, driven from a private thread.
 
-The kernel is started through a kernelspec generated per session whose argv wraps
-`ipykernel_launcher` in the sandbox (see bwrap.Sandbox). Findings that shape this module
-(research/env_feasibility.md §2): ipc transport with absolute paths bound into the
-sandbox; `interrupt_mode: message` (a SIGINT would kill the bwrap wrapper); JPY_PARENT_PID=1
-(the parent poller cannot see across the PID namespace); IPYTHONDIR/MPLCONFIGDIR on the
-private /tmp.
+The kernel is started through a kernelspec generated per start whose argv wraps a small
+ipykernel launcher in the sandbox (see bwrap.Sandbox, kernelfiles.py). What shapes this
+module: ipc transport (the sandbox has no network), through files kept out of the sandbox's
+reach (kernelfiles.py); `interrupt_mode: message` (a SIGINT would kill the bwrap wrapper);
+JPY_PARENT_PID=1 (the parent poller cannot see across the PID namespace); IPYTHONDIR and
+MPLCONFIGDIR on the private /tmp.
 
 All jupyter_client calls happen on one daemon thread per session: the blocking client is
 not thread-safe, asyncio clients are tied to one event loop (an Agent may use several:
@@ -20,12 +20,11 @@ import concurrent.futures
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
@@ -33,14 +32,23 @@ from typing import Any, Callable, Literal, TypeVar
 from glm_agent.sandbox.bwrap import Sandbox
 from glm_agent.sandbox.config import SandboxConfig
 from glm_agent.sandbox.errors import KernelStartError
-from glm_agent.sandbox.procs import descendants, pid_alive, read_status, register_reaper
+from glm_agent.sandbox.kernelfiles import (
+    KERNEL_ARGS,
+    LAUNCHER,
+    KernelFiles,
+    StartFiles,
+    kernel_log,
+    log_tail,
+)
+from glm_agent.sandbox.procs import descendants, read_status, register_reaper
+from glm_agent.sandbox.quota import Quota, SessionQuota
 from glm_agent.sandbox.text import BoundedText, strip_ansi
 
 __all__ = ["KernelSession", "ExecutionResult", "Output"]
 
 T = TypeVar("T")
 
-Status = Literal["ok", "error", "timeout", "died", "cancelled"]
+Status = Literal["ok", "error", "timeout", "died", "cancelled", "quota"]
 
 _KERNEL_NAME = "glm-agent-sandbox"
 
@@ -167,12 +175,13 @@ class KernelSession:
         self.start_timeout = start_timeout
         self.interrupt_grace = interrupt_grace
         self.max_capture_chars = max_capture_chars
-        _sweep_stale_runtimes()
-        self._runtime = Path(tempfile.mkdtemp(prefix=f"glm-k-{os.getpid()}-"))
+        # Host-only: never bound into the sandbox (kernelfiles.py).
+        self._files = KernelFiles(isolated=not self.config.unsafe_no_sandbox)
+        self._runtime = self._files.root
         try:
-            self.sandbox = Sandbox(self.config, self.workspace, extra_rw=[self._runtime], python=python)
+            self.sandbox = Sandbox(self.config, self.workspace, python=python, private_dir=self._files.sandbox_dir)
         except BaseException:
-            shutil.rmtree(self._runtime, ignore_errors=True)
+            self._files.remove()
             raise
         self.python = self.sandbox.python
         self._km: Any = None
@@ -183,7 +192,8 @@ class KernelSession:
         self._worker = _Worker(f"glm-kernel-{self._runtime.name}")
         self._closed = False
         # What the exit-time reaper needs, without a reference to self.
-        self._reap_state: dict[str, Any] = {"pgid": None, "sandbox": self.sandbox, "runtime": self._runtime,
+        self._log_fd: int | None = None
+        self._reap_state: dict[str, Any] = {"pgid": None, "sandbox": self.sandbox, "files": self._files,
                                             "worker": self._worker}
         self._reaper = register_reaper(self, _make_reaper(self._reap_state))
 
@@ -279,18 +289,18 @@ class KernelSession:
 
     # -- worker-thread internals -----------------------------------------------------
 
-    def _write_kernelspec(self) -> Path:
+    def _write_kernelspec(self, start: StartFiles) -> Path:
         env = {
             "JPY_PARENT_PID": "1",
-            "IPYTHONDIR": "/tmp/.ipython" if self.sandbox.isolated else str(self._runtime / "ipython"),
-            "MPLCONFIGDIR": _seed_mpl_cache(self._runtime / "mpl"),
+            "IPYTHONDIR": self._files.ipython_dir,
+            "MPLCONFIGDIR": self._files.mpl_dir,
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         }
+        # -s: no user site-packages (HOME is the workspace without a sandbox).
         argv, self._launch_env, self._launch_cwd = self.sandbox.command(
-            [self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-             "--HistoryManager.enabled=False"],
-            env=env,
+            [self.python, "-s", "-c", LAUNCHER, "-f", start.connection_inside, *KERNEL_ARGS],
+            env=env, binds=start.binds() + self._files.mpl_binds(),
         )
         spec_dir = self._runtime / "kernels" / _KERNEL_NAME
         spec_dir.mkdir(parents=True, exist_ok=True)
@@ -314,30 +324,34 @@ class KernelSession:
         from jupyter_client import KernelManager
         from jupyter_client.kernelspec import KernelSpecManager
 
-        kernels_dir = self._write_kernelspec()
+        start = self._files.new_start()
+        kernels_dir = self._write_kernelspec(start)
         km = KernelManager(
             kernel_name=_KERNEL_NAME,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]),
             transport="ipc",
-            ip=str(self._runtime / "k"),
-            connection_file=str(self._runtime / "connection.json"),
+            ip=start.client_ip,
+            connection_file=str(start.host_connection),
         )
-        log_path = self._runtime / "kernel.log"
-        with open(log_path, "ab") as log:
-            try:
-                km.start_kernel(env=self._launch_env, cwd=self._launch_cwd,
-                                stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
-            except Exception as exc:  # noqa: BLE001
-                raise KernelStartError(f"could not launch the kernel: {exc}") from exc
+        km.write_connection_file()  # ports and key; start_kernel keeps them
+        start.write_kernel_connection(km.get_connection_info())
+        self._log_fd = kernel_log()
+        try:
+            km.start_kernel(env=self._launch_env, cwd=self._launch_cwd,
+                            stdout=subprocess.DEVNULL, stderr=self._log_fd, stdin=subprocess.DEVNULL)
+        except Exception as exc:  # noqa: BLE001
+            self._close_log()
+            raise KernelStartError(f"could not launch the kernel: {exc}") from exc
         self._km = km
         self._reap_state["pgid"] = km.provisioner.process.pid
-        kc = km.blocking_client()
-        kc.start_channels()
-        self._kc = kc
         try:
+            self._wait_sockets(start)
+            kc = km.blocking_client()
+            kc.start_channels()
+            self._kc = kc
             self._wait_ready()
         except Exception as exc:  # noqa: BLE001
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            tail = log_tail(self._log_fd)
             self._kill()
             raise KernelStartError(
                 f"the kernel did not become ready: {exc}" + (f"\nkernel log:\n{tail}" if tail else "")
@@ -347,6 +361,24 @@ class KernelSession:
             res = self._run_until_idle(self.startup_code, self.start_timeout)
             if res.status != "ok":
                 raise KernelStartError(f"startup code failed: {res.text[-2000:]}")
+
+    def _wait_sockets(self, start: StartFiles) -> None:
+        """Wait until the kernel has bound its sockets and they are linked for the client."""
+        deadline = time.monotonic() + self.start_timeout
+        while not start.link_sockets():
+            if time.monotonic() > deadline:
+                raise KernelStartError(f"the kernel did not open its sockets within {self.start_timeout:g} s")
+            if not self.is_alive():
+                raise KernelStartError("the kernel exited during startup")
+            time.sleep(0.01)
+
+    def _close_log(self) -> None:
+        fd, self._log_fd = self._log_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _wait_ready(self) -> None:
         """kernel_info round trip, then an empty execute seen on IOPub.
@@ -404,7 +436,7 @@ class KernelSession:
             except OSError:
                 continue
             launcher = argv[0].endswith((b"bwrap", b"sh", b"prlimit", b"setpriv"))
-            if b"ipykernel_launcher" in argv and not launcher:
+            if LAUNCHER.encode() in argv and not launcher:
                 return pid
         return None
 
@@ -439,6 +471,8 @@ class KernelSession:
                         pass
         self.sandbox.kill_all()
         self._reap_state["pgid"] = None
+        self._close_log()
+        self._files.end_start()
 
     def _restart(self) -> None:
         self._kill()
@@ -451,28 +485,58 @@ class KernelSession:
         self._closed = True
         self._kill()
         self.sandbox.close()
-        shutil.rmtree(self._runtime, ignore_errors=True)
+        self._files.remove()
         self._reaper.detach()
 
     # -- execution -------------------------------------------------------------------
 
     def _execute(self, code: str, timeout: float | None, cancel: threading.Event | None = None) -> ExecutionResult:
         timeout = self.config.timeout if timeout is None else timeout
+        quota = self._quota()
         notice_before = None
         if self._km is not None and not self.is_alive():
             code_ = self._process().poll() if self._process() else None
-            notice_before = (f"The Python kernel had stopped ({_death_reason(code_)}) and was restarted "
+            why = ("it was killed for writing past the workspace quota" if quota and quota.killed_kernel
+                   else _death_reason(code_))
+            notice_before = (f"The Python kernel had stopped ({why}) and was restarted "
                              "before running this code: earlier variables and imports are gone.")
             self._restart()
         else:
             self._ensure_started()
-        result = self._run_until_idle(code, timeout, cancel)
+        over = quota.begin_cell() if quota is not None else None  # over quota already, or was between cells
+        try:
+            result = self._run_until_idle(code, timeout, cancel, quota)
+        finally:
+            after = quota.end_cell() if quota is not None else None
+        if after:
+            result.notice = (result.notice + "\n" if result.notice else "") + after
         if notice_before:
             result.restarted = True
+        notice_before = " ".join(n for n in (notice_before, over) if n)
+        if notice_before:
             result.notice = notice_before + (("\n" + result.notice) if result.notice else "")
         return result
 
-    def _run_until_idle(self, code: str, timeout: float, cancel: threading.Event | None = None) -> ExecutionResult:
+    def _quota(self) -> SessionQuota | None:
+        """The workspace quota guard of this session (None without a quota), made on first use."""
+        guard = self.__dict__.get("_quota_guard")
+        if guard is None:
+            quota = Quota.from_config(self.config)
+            if quota is None:
+                return None
+            me = weakref.ref(self)
+            guard = SessionQuota(
+                self.workspace, quota, where=self.sandbox.workdir,
+                pids=lambda: (s.pids() if (s := me()) else []),
+                kernel_pid=lambda: (s.kernel_pid if (s := me()) else None),
+                interrupt=lambda: (s._interrupt() if (s := me()) else None),
+                alive=lambda: (s := me()) is not None and not s._closed,
+            )
+            self._quota_guard = guard
+        return guard
+
+    def _run_until_idle(self, code: str, timeout: float, cancel: threading.Event | None = None,
+                        quota: SessionQuota | None = None) -> ExecutionResult:
         kc = self._kc
         start = time.monotonic()
         collector = _Collector(self.max_capture_chars)
@@ -483,12 +547,15 @@ class KernelSession:
             if cancel is not None and cancel.is_set():
                 status = "cancelled"
                 break
+            if quota is not None and quota.tripped:  # the watcher already interrupted the code
+                status = "quota"
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 status = "timeout"
                 break
             try:
-                msg = kc.get_iopub_msg(timeout=min(remaining, 0.2))
+                msg = kc.get_iopub_msg(timeout=min(remaining, 0.05 if quota is not None else 0.2))
             except queue.Empty:
                 if not self.is_alive():
                     status = "died"
@@ -498,10 +565,28 @@ class KernelSession:
             if collector.feed(msg):
                 status = "error" if collector.errored else "ok"
 
+        finished = status in ("ok", "error")
+        if quota is not None and quota.tripped and status in ("ok", "error", "died"):
+            status = "quota"  # it went idle (or was killed) in the moment the watcher stopped it
         result = ExecutionResult(status=status)
-        if status in ("timeout", "cancelled"):
-            self._interrupt()
-            if self._wait_idle(kc, msg_id, collector, self.interrupt_grace):
+        if status in ("timeout", "cancelled", "quota"):
+            if finished:
+                self._reply(msg_id, result)
+            else:
+                self._interrupt()
+            stopped = finished or self._wait_idle(kc, msg_id, collector, self.interrupt_grace)
+            if status == "quota":
+                assert quota is not None
+                quota.kill_others()
+                if stopped:
+                    result.notice = quota.message("The code was stopped (KeyboardInterrupt) and the processes "
+                                                  "it started were killed; variables defined so far are kept.")
+                else:
+                    self._restart_after(result, "The code filled the workspace over its quota and " + (
+                        "kept writing after an interrupt (threads?), so the kernel was killed and restarted"
+                        if quota.killed_kernel else "the kernel did not respond to an interrupt, so it was restarted"))
+                    result.notice += " " + quota.message()
+            elif stopped:
                 if status == "timeout":
                     result.notice = (f"Execution timed out after {timeout:g} s and was interrupted "
                                      "(KeyboardInterrupt); variables defined so far are kept.")
@@ -658,44 +743,6 @@ class _Collector:
                 if self.overflow.dropped else "") + self.overflow.getvalue()))
 
 
-def _seed_mpl_cache(target: Path) -> str:
-    """A per-session MPLCONFIGDIR seeded with the host's font list, if there is one.
-
-    Building matplotlib's font cache takes 0.5 s or more on every first plot of every
-    session otherwise. matplotlib rebuilds the list itself if a font in it is missing.
-    """
-    target.mkdir(exist_ok=True)
-    candidates = [os.environ.get("MPLCONFIGDIR", ""),
-                  os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "matplotlib"),
-                  os.path.expanduser("~/.matplotlib")]
-    for folder in candidates:
-        if not folder or not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            if name.startswith("fontlist-") and name.endswith(".json"):
-                try:
-                    shutil.copyfile(os.path.join(folder, name), target / name)
-                except OSError:
-                    pass
-    return str(target)
-
-
-def _sweep_stale_runtimes() -> None:
-    """Remove runtime directories of processes that were killed before cleaning up."""
-    root = Path(tempfile.gettempdir())
-    try:
-        entries = list(root.glob("glm-k-*-*"))
-    except OSError:
-        return
-    for entry in entries:
-        owner = entry.name.split("-")[2]
-        try:
-            if owner.isdigit() and not pid_alive(int(owner)) and entry.stat().st_uid == os.getuid():
-                shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            continue
-
-
 def _make_reaper(state: dict[str, Any]) -> Callable[[], None]:
     def reap() -> None:
         pgid = state.get("pgid")
@@ -707,9 +754,9 @@ def _make_reaper(state: dict[str, Any]) -> Callable[[], None]:
         sandbox = state.get("sandbox")
         if sandbox is not None:
             sandbox.close()
-        runtime = state.get("runtime")
-        if runtime is not None:
-            shutil.rmtree(runtime, ignore_errors=True)
+        files = state.get("files")
+        if files is not None:
+            files.remove()
         worker = state.get("worker")
         if worker is not None:
             worker.stop()

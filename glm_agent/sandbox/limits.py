@@ -3,7 +3,11 @@
 RLIMIT_NPROC does not bind processes whose real uid is root, so when we run as root a
 fork bomb is contained by a pids cgroup instead (v1 `pids` hierarchy, or a cgroup v2 tree
 with the pids controller enabled). Without either, the limit is best effort and
-`describe_isolation()` says so.
+`Sandbox.describe()` says so.
+
+The rlimits are set inside the sandbox, after bubblewrap has dropped every capability, so
+sandboxed code cannot raise them again (that needs CAP_SYS_RESOURCE), nor leave its pids
+cgroup (joined before bubblewrap starts; the cgroup file system is read-only inside).
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ def rlimit_argv(config: SandboxConfig) -> list[str]:
         args.append(f"--nproc={config.nprocs}")
     if config.cpu_seconds:
         args.append(f"--cpu={config.cpu_seconds}")
-    if config.file_size_mb:
-        args.append(f"--fsize={config.file_size_mb * _MB}")
+    if config.file_size_limit_mb:  # file_size_mb, capped at the workspace quota
+        args.append(f"--fsize={config.file_size_limit_mb * _MB}")
     if len(args) == 1:
         return []
     return args + ["--"]

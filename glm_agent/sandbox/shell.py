@@ -13,6 +13,14 @@ from pathlib import Path
 
 from glm_agent.sandbox.bwrap import Sandbox
 from glm_agent.sandbox.config import SandboxConfig
+from glm_agent.sandbox.procs import descendants
+from glm_agent.sandbox.quota import (
+    Quota,
+    QuotaWatcher,
+    describe_usage,
+    measure,
+    quota_exceeded_message,
+)
 from glm_agent.sandbox.text import BoundedText
 
 __all__ = ["CommandResult", "run_command"]
@@ -25,10 +33,14 @@ class CommandResult:
     timed_out: bool = False
     dropped_chars: int = 0
     duration: float = 0.0
+    # Set when the workspace went over its quota and the command was killed for it.
+    quota_exceeded: bool = False
+    # What the model should know besides the output (quota state), or None.
+    notice: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.quota_exceeded
 
 
 async def run_command(
@@ -44,7 +56,9 @@ async def run_command(
     """Run `command` with `shell -c` in a fresh sandbox on `workspace`.
 
     stdout and stderr are merged in order. Output beyond `max_capture_chars` keeps its head
-    and tail. On timeout (or cancellation) every process of the sandbox is killed.
+    and tail. On timeout (or cancellation) every process of the sandbox is killed, and so it
+    is when the workspace goes over its quota (`config.workspace_quota_mb`, sampled every
+    ~50 ms while the command runs).
     """
     config = config or SandboxConfig()
     timeout = config.timeout if timeout is None else timeout
@@ -53,13 +67,27 @@ async def run_command(
     start = time.monotonic()
     buf = BoundedText(head=max_capture_chars // 2, tail=max_capture_chars - max_capture_chars // 2)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    watcher: QuotaWatcher | None = None
     try:
         argv, env, cwd = sandbox.command([shell, "-c", command])
+        quota = Quota.from_config(config)
+        notice = None
+        if quota is not None:
+            # Over quota already: the command may still run (to delete files) but not grow it.
+            usage = await asyncio.to_thread(measure, sandbox.workspace)
+            if quota.exceeded_by(usage):
+                notice = quota_exceeded_message(usage, quota, where=sandbox.workdir, happened=(
+                    "This command still ran, so that you can free space, but it is killed as soon as it "
+                    "adds data."))
         proc = await asyncio.create_subprocess_exec(
             *argv, env=env, cwd=cwd, start_new_session=True,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        if quota is not None:
+            watcher = QuotaWatcher(sandbox.workspace, quota.raised_to(usage),
+                                   lambda _usage: _kill(proc.pid, sandbox),
+                                   pids=lambda: _pids(proc.pid, sandbox)).start()
 
         async def pump() -> None:
             assert proc.stdout is not None
@@ -91,15 +119,40 @@ async def run_command(
                     pass
         buf.write(decoder.decode(b"", final=True))
         code = proc.returncode
+        exceeded = False
+        if watcher is not None:
+            watcher.stop()
+            killed = watcher.tripped.is_set()
+            # Its last writes may have gone over after the last sample; exact numbers for the model.
+            final = await asyncio.to_thread(measure, sandbox.workspace)
+            exceeded = killed or watcher.over(final)
+            if exceeded:
+                notice = quota_exceeded_message(
+                    final, quota, where=sandbox.workdir,
+                    happened="The command was killed." if killed else "The command's last writes went over.")
+            elif notice and not quota.exceeded_by(final):
+                notice += (f" The workspace is within its quota again: {sandbox.workdir} holds "
+                           f"{describe_usage(final, quota)}.")
         return CommandResult(
             exit_code=None if timed_out else code,
             output=buf.getvalue(),
             timed_out=timed_out,
             dropped_chars=buf.dropped,
             duration=time.monotonic() - start,
+            quota_exceeded=exceeded,
+            notice=notice,
         )
     finally:
+        if watcher is not None:
+            watcher.stop()
         sandbox.close()
+
+
+def _pids(pid: int, sandbox: Sandbox) -> list[int]:
+    """Every process of the command's sandbox (its cgroup, or its process tree)."""
+    if sandbox.cgroup is not None:
+        return sandbox.cgroup.pids()
+    return [pid, *descendants(pid)]
 
 
 def _kill(pgid: int, sandbox: Sandbox) -> None:

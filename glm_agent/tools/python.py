@@ -19,7 +19,9 @@ from typing import Any
 
 from glm_agent.agent.messages import Attachment, ToolResult
 from glm_agent.sandbox.config import SandboxConfig
+from glm_agent.sandbox.quota import Quota
 from glm_agent.sandbox.text import collapse_cr, truncate_middle
+from glm_agent.sandbox.workspace import Workspace, WorkspaceError
 from glm_agent.tools.base import Tool, ToolContext
 
 __all__ = ["PythonTool", "clean_code"]
@@ -161,11 +163,17 @@ class PythonTool(Tool):
     def _observation(self, result: Any, workspace: Path) -> ToolResult:
         parts: list[str] = []
         attachments: list[Attachment] = []
+        # Every write goes through Workspace: the code controls the folder (planted links).
+        files = Workspace(workspace, quota=Quota.from_config(self.sandbox))
         for out in result.outputs:
             images = [(mime, out.data[mime]) for mime in _IMAGE_TYPES if mime in out.data]
             if images and len(attachments) < self.max_images:
                 mime, payload = images[0]
-                path = self._save_image(workspace, mime, payload)
+                try:
+                    path = self._save_image(files, mime, payload)
+                except WorkspaceError as exc:
+                    parts.append(f"[Image not saved: {exc}]\n")
+                    continue
                 if path is not None:
                     attachments.append(Attachment(path=str(path), mime=mime, description="python output"))
                     parts.append(f"[Image saved: {path.name}]\n")
@@ -192,17 +200,14 @@ class PythonTool(Tool):
             },
         )
 
-    def _save_image(self, workspace: Path, mime: str, payload: Any) -> Path | None:
+    def _save_image(self, files: Workspace, mime: str, payload: Any) -> Path | None:
         ext = _IMAGE_TYPES[mime]
         try:
             raw = payload.encode() if ext == "svg" else base64.b64decode(payload)
         except (ValueError, TypeError, AttributeError):
             return None
-        workspace.mkdir(parents=True, exist_ok=True)
-        while True:
-            self._image_counter += 1
-            path = workspace / f"image-{self._image_counter}.{ext}"
-            if not path.exists():
-                break
-        path.write_bytes(raw)
+        limit = self.sandbox.file_size_limit_mb
+        if limit and len(raw) > limit * 1024 * 1024:
+            raise WorkspaceError(f"the image is {len(raw):,} bytes, over the {limit} MiB file-size limit")
+        path, self._image_counter = files.create_numbered("image", ext, raw, start=self._image_counter + 1)
         return path

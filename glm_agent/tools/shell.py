@@ -97,15 +97,17 @@ class ShellTool(Tool):
         text = collapse_cr(strip_ansi(result.output)).rstrip("\n")
         if result.timed_out:
             note = f"[Command timed out after {self.exec_timeout:g} s and was killed]"
-        elif result.exit_code != 0:
+        elif result.exit_code != 0 and not (result.quota_exceeded and (result.exit_code or 0) < 0):  # killed: said below
             note = f"[exit code: {result.exit_code}]"
         else:
             note = ""
-        full = "\n".join(p for p in (text, note) if p) or "(no output)"
+        quota = f"[{result.notice}]" if result.notice else ""
+        full = "\n".join(p for p in (text, note, quota) if p) or "(no output)"
         content, cut = truncate_middle(full, self.max_output_chars)
         return ToolResult(
             content=content,
             full_output=full if (cut or result.dropped_chars) else None,
             data={"exit_code": result.exit_code, "timed_out": result.timed_out,
+                  "quota_exceeded": result.quota_exceeded,
                   "duration": round(result.duration, 4)},
         )

@@ -122,3 +122,31 @@ def test_find_chat_template(tmp_path):
     assert find_chat_template(tmp_path, want_tools=False) == "DEFAULT"
     (tmp_path / "chat_template.jinja").write_text("JINJA")
     assert find_chat_template(tmp_path) == "JINJA"
+
+
+@pytest.mark.parametrize(
+    "source,content,text,contents",
+    [
+        ("{{ '<|im_start|>' ~ messages[0].content ~ '<|im_end|>' }}", "hi", "<|im_start|>hi<|im_end|>", ["hi"]),
+        ("{{ ('<|im_start|>' + messages[0].content).strip() }}", "  ", "<|im_start|>", []),
+        ("{{ ('<|im_start|>' + messages[0].content)|trim }}", "  ", "<|im_start|>", []),
+        ("{{ ('<|im_start|>user\\n' + messages[0].content + '<|im_end|>\\n')|trim }}", " hi ",
+         "<|im_start|>user\n hi <|im_end|>", [" hi "]),
+        ("{% macro turn(role, c) %}<|im_start|>{{ role }}\n{{ c }}<|im_end|>{% endmacro %}"
+         "{{ turn(messages[0].role, messages[0].content) }}", "hi", "<|im_start|>user\nhi<|im_end|>", ["hi"]),
+        ("{% macro open(c) %}{% if c %}<|im_start|>{% endif %}{% endmacro %}{{ open(messages[0].content) }}"
+         "{{ messages[0].content }}", "hi", "<|im_start|>hi", ["hi"]),
+        ("{{ messages[0].content[:2] }}|{{ messages[0].content[2:]|upper }}", "abcd", "ab|CD", ["ab", "CD"]),
+        ("{{ messages[0].content.split('</think>')[-1].strip() }}<|im_end|>", "<think>r</think> ans ", "ans<|im_end|>", ["ans"]),
+        ("{% set ns = namespace(c='') %}{% for m in messages %}{% set ns.c = ns.c + m.content %}{% endfor %}"
+         "<|im_start|>{{ ns.c }}", "hi", "<|im_start|>hi", ["hi"]),
+        ("{{ messages[0].content if messages[0].content else '<|im_end|>' }}", "", "<|im_end|>", []),
+        ("<s>{{ messages[0] | tojson }}", "x", '<s>{"role": "user", "content": "x"}', ['{"role": "user", "content": "x"}']),
+    ],
+)
+def test_render_prompt_marks_exactly_the_content(source, content, text, contents):
+    """Content is followed through what templates do to it; markup next to it stays markup."""
+    conv = [UserMessage(content=content)]
+    prompt = ChatTemplate(source).render_prompt(conv, markup_tokens=["<|im_start|>", "<|im_end|>"])
+    assert prompt.text == text == _transformers_render(source, messages_to_dicts(conv), None)
+    assert prompt.content_texts() == contents

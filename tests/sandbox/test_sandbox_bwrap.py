@@ -9,11 +9,15 @@ import threading
 
 import pytest
 
-from glm_agent.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, run_command
+from glm_agent.sandbox import (
+    Sandbox,
+    SandboxConfig,
+    SandboxUnavailableError,
+    bwrap_available,
+    run_command,
+)
 from glm_agent.sandbox.bwrap import _probe
 from glm_agent.sandbox.procs import pid_alive
-
-from glm_agent.sandbox import bwrap_available
 
 requires_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 
@@ -77,15 +81,15 @@ def test_host_home_secrets_and_environment_are_hidden(tmp_path, monkeypatch):
     cfg = SandboxConfig(timeout=5)  # default hidden paths are read from $HOME now
     ws = tmp_path / "ws"
     ws.mkdir()
-    host_root = set(os.listdir("/root")) if os.access("/root", os.R_OK) else set()
     res = run(f"cat {home}/secret.txt 2>&1; echo \"key=$GLM_TEST_API_KEY\"; cat ~/secret.txt 2>&1; ls -A /root",
               ws, cfg)
     assert "hunter2" not in res.output and "sk-secret" not in res.output
     assert "key=\n" in res.output
     visible = set(res.output.split("key=", 1)[1].split("\n", 2)[2].split())
-    # Only what the interpreter needs (e.g. pyenv) comes back into /root, read-only.
-    leaked = {name for name in visible & host_root if not name.startswith(".pyenv")}
-    assert not leaked
+    # Only the interpreter folders the sandbox binds back (pyenv, a venv under $HOME) are in
+    # /root: exactly the list from Sandbox.rebound_folders().
+    allowed = {p.split("/")[2] for p in Sandbox(cfg, ws).rebound_folders() if p.startswith("/root/")}
+    assert visible == allowed
 
 
 @requires_bwrap

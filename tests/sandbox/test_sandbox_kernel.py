@@ -148,18 +148,29 @@ def test_host_home_secrets_are_not_visible(tmp_path, monkeypatch, kernel_factory
     ws = tmp_path / "ws"
     ws.mkdir()
     k = kernel_factory(ws, SandboxConfig(memory_mb=1024, nprocs=64, timeout=5))
+    rebound = k.sandbox.rebound_folders()
     res = k.execute_sync(textwrap.dedent(f"""
         import os
         print(os.path.exists({str(home / '.netrc')!r}), os.path.exists(os.path.expanduser('~/.netrc')))
         print(os.environ.get('GLM_TEST_TOKEN'))
-        print(sorted(os.listdir('/root')))
+        seen = dict()
+        for top, dirs, files in os.walk('/root'):
+            seen[top] = sorted(dirs + files)
+            dirs[:] = [d for d in dirs if os.path.join(top, d) not in {rebound!r}]
+        print(seen)
     """))
     lines = res.text.splitlines()
     assert lines[0] == "False False" and lines[1] == "None"
     assert "hunter2" not in res.text
-    host_root = set(os.listdir("/root")) if os.access("/root", os.R_OK) else set()
-    visible = set(eval(lines[2]))  # noqa: S307 - our own repr of a list of names
-    assert not {n for n in visible & host_root if not sys.prefix.startswith(f"/root/{n}")}
+    # Below /root only the interpreter folders that the sandbox binds back, and the folders
+    # on the way to them, exist: exactly the list from Sandbox.rebound_folders().
+    rebound = [p for p in rebound if p.startswith("/root/")]
+    seen = eval(lines[2])  # noqa: S307 - our own repr of a dict of names
+    for top, names in seen.items():
+        if top in rebound:
+            continue
+        wanted = {os.path.relpath(p, top).split("/")[0] for p in rebound if p.startswith(top.rstrip("/") + "/")}
+        assert set(names) == wanted, (top, names)
 
 
 def test_os_exit_restarts_the_kernel_with_a_notice(kernel):

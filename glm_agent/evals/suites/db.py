@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from glm_agent.agent.messages import ToolCall, ToolResult
+from glm_agent.evals.suites.sqlguard import DENIED_MESSAGE, guard
 from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, final_text, read_jsonl
 from glm_agent.tools.base import Tool, ToolContext
 
@@ -54,7 +55,11 @@ SYSTEM = (
 
 
 class SQLTool(Tool):
-    """Runs one SQLite statement on the sample's database; rows or the error come back as text."""
+    """Runs one SQLite statement on the sample's database; rows or the error come back as text.
+
+    It runs on the host, so the statement is confined to that one file (sqlguard.py): no
+    ATTACH, VACUUM INTO, extensions or setting-changing PRAGMAs, and at most `max_db_mb`.
+    """
 
     name = "sql"
     description = (
@@ -68,9 +73,10 @@ class SQLTool(Tool):
     }
     timeout = 30.0
 
-    def __init__(self, database: str | Path, *, statement_timeout: float = 10.0):
+    def __init__(self, database: str | Path, *, statement_timeout: float = 10.0, max_db_mb: int | None = 256):
         self.database = Path(database)
         self.statement_timeout = statement_timeout
+        self.max_db_mb = max_db_mb
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         query = str(arguments.get("query") or arguments.get("sql") or "").strip()
@@ -83,6 +89,7 @@ class SQLTool(Tool):
         import time
 
         conn = sqlite3.connect(self.database)
+        guard(conn, max_db_mb=self.max_db_mb)
         deadline = time.monotonic() + self.statement_timeout
         # A runaway query (cartesian join) is interrupted instead of hanging the sample.
         conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
@@ -98,12 +105,23 @@ class SQLTool(Tool):
             msg = str(exc)
             if msg == "interrupted":
                 msg = f"the statement ran longer than {self.statement_timeout:g} s and was stopped"
+            elif _denied(msg):
+                msg = DENIED_MESSAGE
+            elif msg == "database or disk is full":
+                msg = f"the database is full (it may hold at most {self.max_db_mb} MiB, or the disk is full)"
             return ToolResult(content=f"Error: {msg}", is_error=True)
         except (sqlite3.Error, ValueError) as exc:
+            if _denied(str(exc)):
+                return ToolResult(content=f"Error: {DENIED_MESSAGE}", is_error=True)
             hint = " Run one statement per call." if "one statement" in str(exc) else ""
             return ToolResult(content=f"Error: {exc}.{hint}", is_error=True)
         finally:
             conn.close()
+
+
+def _denied(message: str) -> bool:
+    """Whether SQLite refused the statement because of the guard (sqlguard.py)."""
+    return message.startswith(("not authorized", "authorization denied", "too many attached databases"))
 
 
 def format_rows(columns: list[str], rows: list[tuple]) -> str:

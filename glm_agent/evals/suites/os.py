@@ -219,10 +219,14 @@ class OSEnvironment:
     the files (as it would in a container's disk); `start` keeps one background process alive.
     """
 
-    def __init__(self, root_dir: Path, home_dir: Path, *, timeout: float = 30.0):
+    def __init__(self, root_dir: Path, home_dir: Path, *, timeout: float = 30.0,
+                 workspace_quota_mb: int | None = 2048, workspace_max_files: int | None = 100_000):
         self.root_dir = Path(root_dir)
         self.home_dir = Path(home_dir)
         self.timeout = timeout
+        # The quota of /root (the workspace), as for the shell tool (SandboxConfig's defaults).
+        self.workspace_quota_mb = workspace_quota_mb
+        self.workspace_max_files = workspace_max_files
         self.root_dir.mkdir(parents=True, exist_ok=True)
         self.home_dir.mkdir(parents=True, exist_ok=True)
         self._background: list[subprocess.Popen] = []
@@ -236,6 +240,8 @@ class OSEnvironment:
             memory_mb=2048,
             nprocs=128,
             env={"HOME": "/root", "USER": "root"},
+            workspace_quota_mb=self.workspace_quota_mb,
+            workspace_max_files=self.workspace_max_files,
         )
 
     def _sandbox(self) -> Any:
@@ -302,8 +308,9 @@ def _killpg(pid: int) -> None:
 
 class SandboxShellTool(Tool):
     """The suite's own minimal `shell` tool over `OSEnvironment` (used when the project's
-    `ShellTool` is not installed): every command runs in a fresh sandbox starting in /root;
-    files persist, shell state (cd, variables) does not."""
+    `ShellTool` is not wanted): every command runs in a fresh sandbox starting in /root;
+    files persist, shell state (cd, variables) does not. It runs through `run_command`, as
+    `ShellTool` does, so the workspace quota watcher stops a command that fills /root."""
 
     name = "shell"
     description = (
@@ -321,19 +328,29 @@ class SandboxShellTool(Tool):
         self.env = env
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        from glm_agent.sandbox.errors import SandboxError
+        from glm_agent.sandbox.shell import run_command
+
         command = str(arguments.get("command") or arguments.get("script") or "").strip()
         if not command:
             return ToolResult(content="Error: empty command. Pass a bash script as `command`.", is_error=True)
-        code, out = await self.env.run(command)
-        full = out
+        try:
+            res = await run_command("cd /root\n" + command, self.env.root_dir, self.env.config(),
+                                    timeout=self.env.timeout)
+        except SandboxError as exc:
+            return ToolResult(content=f"Error: {exc}", is_error=True)
+        data = {"exit_code": res.exit_code, "timed_out": res.timed_out, "quota_exceeded": res.quota_exceeded}
+        out = full = res.output
         if len(out) > OUTPUT_LIMIT:
             out = out[: OUTPUT_LIMIT - 20] + "\n[truncated because the output is too long]"
-        if code == 124:
-            return ToolResult(content=out or "(timed out)", is_error=True, full_output=full)
+        notice = f"\n{res.notice}" if res.notice else ""
+        if res.timed_out:
+            text = (out + "\n" if out.strip() else "") + f"(timed out after {self.env.timeout:g} s)"
+            return ToolResult(content=text + notice, is_error=True, full_output=full, data=data)
         text = out if out.strip() else "(no output)"
-        if code:
-            text += f"\n(exit status {code})"
-        return ToolResult(content=text, full_output=full)
+        if res.exit_code:
+            text += f"\n(exit status {res.exit_code})"
+        return ToolResult(content=text + notice, full_output=full, data=data)
 
 
 def _project_shell_tool(env: OSEnvironment) -> Tool | None:

@@ -3,6 +3,10 @@
 Parsing is incremental: `feed` takes text as it is decoded and returns what is already
 certain (text to show, complete tool calls), holding back only the few characters that
 might still turn into a tool-call marker. So plain answers stream at once.
+
+Rendering wraps everything that comes from a message or a tool spec (texts, tool names,
+descriptions, schemas, call arguments, observation metadata) with `mark`, so the prompt knows
+its content spans and the tokenizer encodes them as plain text (`glm_agent.model.prompt`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Sequence
 from glm_agent.agent.messages import Message, ToolCall
 from glm_agent.model.base import TextDelta, ToolCallReady, ToolSpec
 from glm_agent.model.dialects._json import JSONArgumentsError, loads_tolerant, strip_fences
+from glm_agent.model.prompt import Prompt
 
 __all__ = ["Dialect", "StreamParser", "ParsedEvent", "build_call", "parse_all", "held_suffix"]
 
@@ -34,7 +39,13 @@ class Dialect(ABC):
     stop_strings: tuple[str, ...] = ()
 
     @abstractmethod
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True) -> str: ...
+    def render_prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True
+    ) -> Prompt:
+        """The prompt text with its content spans."""
+
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True) -> str:
+        return self.render_prompt(messages, tools, add_generation_prompt).text
 
     @abstractmethod
     def parser(self, tools: Sequence[ToolSpec]) -> StreamParser: ...

@@ -29,6 +29,7 @@ from typing import Sequence
 from glm_agent.agent.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
 from glm_agent.model.base import TextDelta, ToolCallReady, ToolSpec
 from glm_agent.model.dialects.base import Dialect, ParsedEvent, StreamParser, build_call, held_suffix
+from glm_agent.model.prompt import Prompt, mark
 
 __all__ = ["GLM4Dialect", "GLMStreamParser", "SELF_INTRO", "BUILTIN_PROMPTS", "GLM_STOP_STRINGS"]
 
@@ -84,12 +85,12 @@ def call_body(name: str, arguments: dict, tools: dict[str, ToolSpec]) -> str:
 
 
 def render_turns(messages: Sequence[Message], tools: dict[str, ToolSpec]) -> str:
-    """The `<|role|>{metadata}\\n{content}` turns shared by glm4 and glm4_0414."""
+    """The `<|role|>{metadata}\\n{content}` turns shared by glm4 and glm4_0414 (content marked)."""
     out: list[str] = []
 
     def turn(role: str, metadata: str, content: str) -> None:
         if content:  # the template skips empty turns
-            out.append(f"<|{role}|>{metadata}\n{content}")
+            out.append(f"<|{role}|>{mark(metadata)}\n{mark(content)}")
 
     for message in messages:
         if isinstance(message, SystemMessage):
@@ -113,6 +114,7 @@ class GLM4Dialect(Dialect):
         self.self_intro = self_intro
 
     def tools_block(self, tools: Sequence[ToolSpec]) -> str:
+        """The system turn listing the tools; tool names and specs are marked content."""
         parts = [f"<|system|>\n{self.self_intro}\n\n# 可用工具"]
         for spec in tools:
             # One newline before `##`, not the two the template source shows: HF renders chat
@@ -120,16 +122,18 @@ class GLM4Dialect(Dialect):
             if spec.glm_builtin in BUILTIN_PROMPTS:
                 parts.append(f"\n## {spec.glm_builtin}\n\n{BUILTIN_PROMPTS[spec.glm_builtin]}")
             else:
-                parts.append(f"\n## {spec.name}\n\n{function_json(spec)}\n{FUNCTION_SUFFIX}")
+                parts.append(f"\n## {mark(spec.name)}\n\n{mark(function_json(spec))}\n{FUNCTION_SUFFIX}")
         return "".join(parts)
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True) -> str:
+    def render_prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True
+    ) -> Prompt:
         by_name = {t.name: t for t in tools}
         text = "[gMASK]<sop>"
         if tools:
             text += self.tools_block(tools)
         text += render_turns(messages, by_name)
-        return text + (ASSISTANT if add_generation_prompt else "")
+        return Prompt.parse(text + (ASSISTANT if add_generation_prompt else ""))
 
     def parser(self, tools: Sequence[ToolSpec]) -> StreamParser:
         return GLMStreamParser(tools, stop_strings=self.stop_strings)

@@ -30,6 +30,7 @@ from glm_agent.model.dialects.glm4 import (
     function_json,
     render_turns,
 )
+from glm_agent.model.prompt import Prompt, mark
 
 __all__ = ["GLM4_0414Dialect"]
 
@@ -44,15 +45,17 @@ class GLM4_0414Dialect(Dialect):
     name = "glm4_0414"
     stop_strings = GLM_STOP_STRINGS
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True) -> str:
+    def render_prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True
+    ) -> Prompt:
         text = "[gMASK]<sop>"
         if tools:
             text += "<|system|>\n# 可用工具"
             for spec in tools:
-                text += f"\n\n## {spec.name}\n\n{function_json(spec)}\n{FUNCTION_SUFFIX}"
+                text += f"\n\n## {mark(spec.name)}\n\n{mark(function_json(spec))}\n{FUNCTION_SUFFIX}"
         # 0414 has no raw-body built-ins: every call body is JSON.
         text += render_turns([_visible(m) for m in messages], {})
-        return text + (ASSISTANT if add_generation_prompt else "")
+        return Prompt.parse(text + (ASSISTANT if add_generation_prompt else ""))
 
     def parser(self, tools: Sequence[ToolSpec]) -> StreamParser:
         return GLMStreamParser(tools, stop_strings=self.stop_strings)

@@ -17,6 +17,7 @@ from glm_agent.agent.messages import AssistantMessage, Message, SystemMessage, T
 from glm_agent.model.base import TextDelta, ToolCallReady, ToolSpec
 from glm_agent.model.dialects._json import JSONArgumentsError, find_json_objects, loads_tolerant
 from glm_agent.model.dialects.base import Dialect, ParsedEvent, StreamParser, held_suffix
+from glm_agent.model.prompt import Prompt, mark
 
 __all__ = ["HermesDialect", "HermesStreamParser", "DEFAULT_SYSTEM"]
 
@@ -48,39 +49,46 @@ class HermesDialect(Dialect):
     def __init__(self, default_system: str = DEFAULT_SYSTEM):
         self.default_system = default_system
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True) -> str:
+    def render_prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True
+    ) -> Prompt:
         messages = list(messages)
-        first_system = messages[0].content if messages and isinstance(messages[0], SystemMessage) else None
+        # The default system text is ours (markup); a system message is content.
+        first_system = mark(messages[0].content) if messages and isinstance(messages[0], SystemMessage) else None
+        system = first_system if first_system is not None else self.default_system
         out: list[str] = []
         if tools:
-            out.append("<|im_start|>system\n" + (first_system if first_system is not None else self.default_system))
+            out.append("<|im_start|>system\n" + system)
             out.append(TOOLS_INTRO)
             for spec in tools:
-                out.append("\n" + _tojson(spec.openai_schema()))
+                out.append("\n" + mark(_tojson(spec.openai_schema())))
             out.append(TOOLS_OUTRO)
         else:
-            out.append(f"<|im_start|>system\n{first_system if first_system is not None else self.default_system}<|im_end|>\n")
+            out.append(f"<|im_start|>system\n{system}<|im_end|>\n")
         for i, message in enumerate(messages):
             if isinstance(message, UserMessage) or (isinstance(message, SystemMessage) and i > 0):
-                out.append(f"<|im_start|>{message.role}\n{message.content}<|im_end|>\n")
+                out.append(f"<|im_start|>{message.role}\n{mark(message.content)}<|im_end|>\n")
             elif isinstance(message, AssistantMessage) and not message.tool_calls:
-                out.append(f"<|im_start|>assistant\n{message.content}<|im_end|>\n")
+                out.append(f"<|im_start|>assistant\n{mark(message.content)}<|im_end|>\n")
             elif isinstance(message, AssistantMessage):
                 out.append("<|im_start|>assistant")
                 if message.content:
-                    out.append("\n" + message.content)
+                    out.append("\n" + mark(message.content))
                 for call in message.tool_calls:
-                    out.append('\n<tool_call>\n{"name": "' + call.name + '", "arguments": ' + _tojson(call.arguments) + "}\n</tool_call>")
+                    out.append(
+                        '\n<tool_call>\n{"name": "' + mark(call.name) + '", "arguments": '
+                        + mark(_tojson(call.arguments)) + "}\n</tool_call>"
+                    )
                 out.append("<|im_end|>\n")
             elif isinstance(message, ToolMessage):
                 if i == 0 or not isinstance(messages[i - 1], ToolMessage):
                     out.append("<|im_start|>user")
-                out.append(f"\n<tool_response>\n{message.content}\n</tool_response>")
+                out.append(f"\n<tool_response>\n{mark(message.content)}\n</tool_response>")
                 if i == len(messages) - 1 or not isinstance(messages[i + 1], ToolMessage):
                     out.append("<|im_end|>\n")
         if add_generation_prompt:
             out.append("<|im_start|>assistant\n")
-        return "".join(out)
+        return Prompt.parse("".join(out))
 
     def parser(self, tools: Sequence[ToolSpec]) -> StreamParser:
         return HermesStreamParser(tools, stop_strings=self.stop_strings)

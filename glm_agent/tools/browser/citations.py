@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from typing import Any, Mapping
+from urllib.parse import quote
+
+from glm_agent.terminal import UNSAFE_CHARS, safe_text
 
 __all__ = ["Citations", "render_citations", "CITATION_RE"]
 
@@ -50,12 +53,27 @@ def _lookup(citations: Mapping[Any, Any], cid: str) -> tuple[str, str] | None:
     return str(title), str(url)
 
 
+# What may not appear raw in a markdown link target: whitespace, controls, what ends the target.
+_URL_ESCAPE_RE = re.compile(f"[\\s()<>{re.escape(UNSAFE_CHARS)}]")
+
+
+def _link_target(url: str) -> str | None:
+    """`url` made fit for a markdown link target, or None when it should not become a link
+    (only http and https do: pages name whatever they like)."""
+    url = url.strip()
+    if not re.match(r"(?i)https?://[^/\s]", url):
+        return None
+    return _URL_ESCAPE_RE.sub(lambda m: quote(m.group(0), safe=""), url)
+
+
 def render_citations(text: str, citations: "Mapping[Any, Any] | Citations", *, style: str = "markdown") -> str:
     """Replace 【id†text】 with a link to the cited source.
 
     `citations` maps ids (int or str) to `{"title", "url"}` (what the browser tool puts in
     `ToolResult.data["citations"]`), or a `Citations` registry (`BrowserTool.citations`). `style="markdown"` gives
     `[title](url)`; `style="text"` gives `title (url)`. Unknown ids are left as they are.
+    Titles and URLs come from web pages: controls are shown visibly, and only http(s) URLs
+    become links.
     """
 
     if isinstance(citations, Citations):
@@ -66,9 +84,10 @@ def render_citations(text: str, citations: "Mapping[Any, Any] | Citations", *, s
         if found is None:
             return match.group(0)
         title, url = found
-        title = title.replace("[", "(").replace("]", ")")
-        if style == "text":
-            return f"{title} ({url})"
-        return f"[{title}]({url.replace(' ', '%20').replace(')', '%29')})"
+        title = " ".join(safe_text(title).split()).replace("[", "(").replace("]", ")")
+        target = _link_target(url)
+        if style == "text" or target is None:
+            return f"{title} ({' '.join(safe_text(url).split())})"
+        return f"[{title}]({target})"
 
     return CITATION_RE.sub(replace, text)

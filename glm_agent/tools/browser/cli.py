@@ -1,4 +1,8 @@
-"""`glm-agent browser ...`: drive the browser tool by hand (check a setup, see what the model sees)."""
+"""`glm-agent browser ...`: drive the browser tool by hand (check a setup, see what the model sees).
+
+Everything printed from a page (its text, titles, links, citations) goes through
+`glm_agent.terminal.safe_text`: a page's escape sequences are shown, never obeyed.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ def provider_options(search: str | None, index: str | None, searxng_url: str | N
 
 
 def _run(actions: list[str], search, index, searxng_url, allow, chromium, page_chars: int) -> None:
+    from glm_agent.terminal import safe_text
+
     from .citations import render_citations
     from .tool import BrowserTool
 
@@ -56,14 +62,15 @@ def _run(actions: list[str], search, index, searxng_url, allow, chromium, page_c
             for action in actions:
                 result = await tool.run(action)
                 header = f"[{result.metadata or 'result'}] {action}"
-                typer.secho(header, fg="red" if result.is_error else "cyan", bold=True)
-                typer.echo(result.content)
+                typer.secho(safe_text(header), fg="red" if result.is_error else "cyan", bold=True)
+                typer.echo(safe_text(result.content))
                 typer.echo()
                 failed += result.is_error
             if tool.citations.items:
                 typer.secho("citations:", bold=True)
                 for cid, entry in sorted(tool.citations.items.items())[:50]:
-                    typer.echo(f"  {render_citations(f'【{cid}】', {cid: entry}, style='text')}  [{cid}]")
+                    line = render_citations(f"【{cid}】", {cid: entry}, style="text")
+                    typer.echo(safe_text(f"  {line}  [{cid}]"))
         finally:
             await tool.aclose()
         return 1 if failed == len(actions) else 0

@@ -7,8 +7,10 @@ address it checked (no DNS-rebinding window). It also caps response sizes.
 
 Plain `http://` requests are forwarded one per connection (`Connection: close`); `https://`
 and `wss://` arrive as `CONNECT host:port` and are tunnelled after the host is checked.
-Refusals are answered with a short response carrying the `BLOCK_HEADER`, and recorded in
-`events` so the tool can say exactly why a page did not load.
+Requests for `http://local-files.invalid/...` (local files, see `localfiles.py`) are
+answered by the proxy itself from the guard's `allow_files` folders only. Refusals are
+answered with a short response carrying the `BLOCK_HEADER`, and recorded in `events` so
+the tool can say exactly why a page did not load.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urldefrag, urlsplit
 
 from .guard import BLOCK_HEADER, URLGuard, Verdict
+from .localfiles import FILES_HOST, from_served, read_local_file
 
 __all__ = ["GuardProxy", "ProxyEvent"]
 
@@ -86,6 +89,16 @@ class GuardProxy:
         # A redirect hop has a different host than the URL asked for: any refusal will do.
         for event in reversed(self.events):
             if event.at >= since and event.kind != "truncated":
+                return event
+        return None
+
+    def refusal_for(self, url: str, since: float) -> ProxyEvent | None:
+        """The refusal of exactly this http URL (fragment aside) at or after `since`."""
+        url = urldefrag(url)[0]
+        for event in reversed(self.events):
+            if event.at < since:
+                break
+            if event.kind != "truncated" and event.url == url:
                 return event
         return None
 
@@ -166,6 +179,9 @@ class GuardProxy:
         if parts.scheme != "http" or not parts.hostname:
             self._refuse(writer, target, Verdict(False, "error", f"unsupported proxy request {target!r}."))
             return
+        if parts.hostname.lower() == FILES_HOST:
+            await self._serve_file(method, target, writer)
+            return
         port = parts.port or 80
         upstream = await self._connect(parts.hostname, port, parts.netloc, target, writer)
         if upstream is None:
@@ -195,6 +211,32 @@ class GuardProxy:
             await self._copy(up_reader, writer, target, self.max_response_bytes)
         finally:
             up_writer.close()
+
+    async def _serve_file(self, method: str, target: str, writer) -> None:
+        """Answer a served local-file URL (see `localfiles.py`) from the allowed folders."""
+        verdict = self.guard.check_file(from_served(target))
+        if not verdict:
+            self._refuse(writer, target, Verdict(False, "blocked", verdict.reason))
+            return
+        if method.upper() not in ("GET", "HEAD"):
+            self._refuse(writer, target, Verdict(False, "error", f"local files can only be read ({method} refused)."))
+            return
+        cap = self.max_response_bytes
+        try:
+            body, ctype, cut = await asyncio.to_thread(read_local_file, target, self.guard.path_allowed, cap)
+        except PermissionError as exc:
+            self._refuse(writer, target, Verdict(False, "blocked", f"file:// URLs are blocked: {exc}."))
+            return
+        except OSError as exc:  # missing file, a folder: an ordinary 404 page
+            body, ctype, cut = f"<title>Not found</title><p>{exc}</p>".encode(), "text/html; charset=utf-8", False
+            status = "404 Not Found"
+        else:
+            status = "200 OK"
+        if cut:
+            self.events.append(ProxyEvent(target, "truncated", f"file larger than {cap} bytes was cut", time.monotonic()))
+        head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode("latin-1") + (b"" if method.upper() == "HEAD" else body))
+        await writer.drain()
 
     async def _copy(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, url: str, cap: int) -> None:
         total = 0

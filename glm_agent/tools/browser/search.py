@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 from urllib.parse import parse_qs, urldefrag, urlsplit
 
 import httpx
 
 from .extract import _iter_nodes, _text_of, _TreeBuilder, decode_html, extract
+from .fetch import FetchRefused, GuardedFetcher
+from .guard import URLGuard
 
 __all__ = [
     "SearchResult",
@@ -117,6 +119,10 @@ class LocalIndexProvider:
         base_url: for a folder served by a web server, the URL the folder is served at
             (results then point there instead of at `file://` paths).
         crawl: follow same-site links from the given URLs (up to `max_pages`).
+        allow, allow_private: reachable non-public addresses, as for the browser (URLGuard).
+            The sites of `source` (their host and port) are allowed: you named them. Every
+            other host, redirect hops included, must be public or allowed.
+        guard: a URLGuard to use instead (e.g. the browser session's).
         transport: httpx transport for fetching (tests).
     """
 
@@ -129,16 +135,23 @@ class LocalIndexProvider:
         base_url: str | None = None,
         crawl: bool = True,
         max_pages: int = 200,
+        allow: Iterable[str] = (),
+        allow_private: bool = False,
+        guard: URLGuard | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
     ):
         self.source = source
+        self.allow = list(allow)
+        self.allow_private = allow_private
+        self.guard = guard
         self.base_url = base_url
         self.crawl = crawl
         self.max_pages = max_pages
         self.transport = transport
         self.timeout = timeout
         self.docs: list[_Doc] = []
+        self.failures: list[str] = []  # pages the crawl could not fetch or was refused, and why
         self._df: Counter = Counter()
         self._avg_len = 1.0
         self._built = False
@@ -174,13 +187,17 @@ class LocalIndexProvider:
     def _index_folder(self, folder: Path) -> None:
         if not folder.is_dir():
             raise SearchError(f"the local search index folder {str(folder)!r} does not exist.")
+        root = folder.resolve()
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() not in (".html", ".htm") or not path.is_file():
+                continue
+            real = path.resolve()
+            if root not in real.parents:  # a symlink out of the folder: never read it
                 continue
             if self.base_url:
                 url = self.base_url.rstrip("/") + "/" + path.relative_to(folder).as_posix()
             else:
-                url = path.resolve().as_uri()
+                url = real.as_uri()
             mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
             self.add_document(url, decode_html(path.read_bytes()), mtime)
             if len(self.docs) >= self.max_pages:
@@ -191,22 +208,23 @@ class LocalIndexProvider:
         level = list(dict.fromkeys(urldefrag(u)[0] for u in urls))
         origins = {urlsplit(u)[:2] for u in level}
         failures: list[str] = []
-        async with httpx.AsyncClient(
-            transport=self.transport, timeout=self.timeout, follow_redirects=True, headers={"User-Agent": _UA}
-        ) as client:
+        guard = self.guard or URLGuard([*self.allow, *(f"{scheme}://{netloc}/" for scheme, netloc in origins)],
+                                       allow_private=self.allow_private)
+        async with GuardedFetcher(guard, transport=self.transport, timeout=self.timeout,
+                                  headers={"User-Agent": _UA}) as fetcher:
             gate = asyncio.Semaphore(8)
 
             async def fetch(url: str) -> tuple[str, str, datetime | None] | None:
                 async with gate:
                     try:
-                        resp = await client.get(url)
-                    except httpx.HTTPError as exc:
-                        failures.append(f"{url}: {exc}")
+                        resp = await fetcher.get(url)
+                    except (httpx.HTTPError, FetchRefused) as exc:
+                        failures.append(str(exc) if isinstance(exc, FetchRefused) else f"{url}: {exc}")
                         return None
                 ctype = resp.headers.get("content-type", "")
-                if resp.status_code != 200 or (ctype and "html" not in ctype):
+                if resp.status != 200 or (ctype and "html" not in ctype):
                     return None
-                return str(resp.url), decode_html(resp.content, ctype), _parse_date(resp.headers.get("last-modified"))
+                return resp.url, decode_html(resp.content, ctype), _parse_date(resp.headers.get("last-modified"))
 
             while level and len(self.docs) < self.max_pages:  # breadth first, a level at a time
                 level = [u for u in level if u not in seen][: self.max_pages - len(self.docs)]
@@ -223,6 +241,7 @@ class LocalIndexProvider:
                             if urlsplit(target)[:2] in origins and target not in seen:
                                 next_level.append(target)
                 level = list(dict.fromkeys(next_level))
+        self.failures = failures
         if not self.docs and failures:
             raise SearchError(f"could not fetch the local index site: {failures[0]}")
 

@@ -4,6 +4,11 @@
 (tests, servers). `BrowserSession` owns a context whose traffic goes through its own
 `GuardProxy`, and loads pages in short-lived tabs (at most `max_tabs` at once). Everything
 starts lazily on the first page load; Playwright is imported only then.
+
+Only http(s) documents reach the model: `load` refuses other schemes before a navigation
+and checks the document a tab ends up on (`navigation.py`), since a page may move itself
+to `blob:`, `about:blank` and the like. Local files are loaded through the proxy
+(`localfiles.py`), never as `file://`, and Chromium's popup blocker stays on.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .guard import BLOCK_HEADER, URLGuard
+from .localfiles import from_served, to_served
+from .navigation import TabWatch, follow_refresh, refresh_delay, short_url, snapshot, wait_ready
 from .proxy import GuardProxy
 
 __all__ = ["BrowserError", "ChromiumProcess", "BrowserSession", "PageLoad", "find_chromium"]
@@ -92,6 +99,9 @@ class ChromiumProcess:
                     self._browser = await pw.chromium.launch(
                         executable_path=path,
                         headless=self.headless,
+                        # Keep Chromium's popup blocker: the tool never clicks, so no page may
+                        # open a window (window.open, target=_blank) of any URL.
+                        ignore_default_args=["--disable-popup-blocking"],
                         args=[
                             "--blink-settings=imagesEnabled=false",  # text only: faster, less traffic
                             "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
@@ -153,7 +163,10 @@ class BrowserSession:
         self._tabs = asyncio.Semaphore(max_tabs)
         self._context: Any = None
         self._idle: list[Any] = []
+        self._tabs_open: set[Any] = set()  # the tabs this session opened; any other page is a popup
+        self._tab_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
+        self.watch = TabWatch()
 
     @property
     def started(self) -> bool:
@@ -164,6 +177,7 @@ class BrowserSession:
             if self._context is not None and not self.process.connected:
                 self._context = None  # its browser is gone; cookies go with it
                 self._idle.clear()
+                self._tabs_open.clear()
                 await self.proxy.aclose()
             if self._context is None:
                 browser = await self.process.browser()
@@ -176,6 +190,7 @@ class BrowserSession:
                     user_agent=self.user_agent,
                     viewport={"width": 1280, "height": 900},
                 )
+                self._context.on("page", lambda page: asyncio.ensure_future(self._close_popup(page)))
         return self._context
 
     async def load(self, url: str, timeout: float | None = None) -> PageLoad:
@@ -186,46 +201,57 @@ class BrowserSession:
         from playwright.async_api import Error as PlaywrightError
         from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+        # Chromium gets the URL as the guard parsed it (no parser differences: `fi\tle:`), and
+        # local files go through the proxy: Chromium is never given a file:// URL.
+        parts = urlsplit(url.strip())
+        target = to_served(parts.geturl()) if parts.scheme.lower() == "file" else parts.geturl()
         timeout = timeout or self.nav_timeout
         context = await self.context()
         async with self._tabs:
             # Reuse an idle tab when there is one: opening a tab costs more than loading a page.
-            page = self._idle.pop() if self._idle else await context.new_page()
+            page = self._idle.pop() if self._idle else await self._new_tab(context)
             started = time.monotonic()
             reusable = False
             try:
                 try:
-                    response = await page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
-                except PlaywrightTimeout:
-                    return await self._partial(page, url, timeout)
+                    response = await page.goto(target, wait_until="commit", timeout=timeout * 1000)
+                except PlaywrightTimeout:  # not even an answer: the tab still shows its last page
+                    message = f"the page {url} did not finish loading within {timeout:g} s (timeout); try another page."
+                    raise BrowserError("timeout", message) from None
                 except PlaywrightError as exc:
                     raise self._explain(url, str(exc), started) from None
                 if response is not None and BLOCK_HEADER in response.headers:
+                    await wait_ready(page, "interactive", 1.0)  # a tab closed mid-commit can hang Playwright
                     event = self.proxy.find_event(page.url, started)
                     reason = _clean(event.reason if event else (await response.text()))
-                    if page.url.rstrip("/") != url.rstrip("/"):
-                        reason = f"{url} redirected to {page.url}: {reason}"
+                    if from_served(page.url).rstrip("/") != url.rstrip("/"):
+                        reason = f"{url} redirected to {from_served(page.url)}: {reason}"
                     raise BrowserError(response.headers[BLOCK_HEADER], reason)
+                if not await wait_ready(page, "interactive", timeout - (time.monotonic() - started)):
+                    return await self._partial(page, url, timeout, started)
                 # Give scripts and late content a moment, without waiting on slow subresources.
-                left = max(0.2, min(2.0, timeout - (time.monotonic() - started)))
-                try:
-                    await page.wait_for_load_state("load", timeout=left * 1000)
-                except PlaywrightTimeout:
-                    pass
-                html = await page.content()
-                note = ""
-                if any(e.kind == "truncated" and e.at >= started and e.url == page.url for e in self.proxy.events):
-                    note = f"the page is larger than {self.max_page_bytes} bytes; only its start was loaded."
+                await wait_ready(page, "complete", max(0.2, min(2.0, timeout - (time.monotonic() - started))))
+                shot = await snapshot(page)
+                delay = refresh_delay(shot.html)
+                left = timeout - (time.monotonic() - started)
+                if delay is not None and delay <= min(2.0, left):  # a refresh is a redirect: follow it
+                    if await follow_refresh(page, self.watch, started, min(delay + 1.5, left)):
+                        shot = await snapshot(page)
+                self._check_document(page, url, shot.url, started)
+                html = shot.html
+                notes = self._stopped(page, started)
+                if any(e.kind == "truncated" and e.at >= started and e.url == shot.url for e in self.proxy.events):
+                    notes.append(f"the page is larger than {self.max_page_bytes} bytes; only its start was loaded.")
                 if len(html) > self.max_page_bytes:
                     html = html[: self.max_page_bytes]
-                    note = f"the page is larger than {self.max_page_bytes} characters; only its start is shown."
+                    notes.append(f"the page is larger than {self.max_page_bytes} characters; only its start is shown.")
                 loaded = PageLoad(
-                    url=page.url,
+                    url=from_served(shot.url),
                     status=response.status if response is not None else None,
-                    title=await page.title(),
+                    title=shot.title,
                     html=html,
                     content_type=(response.headers.get("content-type", "") if response is not None else ""),
-                    note=note,
+                    note=" ".join(notes),
                 )
                 reusable = True
                 return loaded
@@ -233,31 +259,87 @@ class BrowserSession:
                 if reusable and not page.is_closed():
                     self._idle.append(page)
                 else:  # a tab that failed or is still loading something is not reused
-                    try:
-                        await page.close()
-                    except PlaywrightError:
-                        pass
+                    self._tabs_open.discard(page)
+                    await _close_tab(page)
 
-    async def _partial(self, page: Any, url: str, timeout: float) -> PageLoad:
+    async def _new_tab(self, context: Any) -> Any:
+        async with self._tab_lock:  # `_close_popup` waits for this: its page may be this one
+            page = await context.new_page()
+            self._tabs_open.add(page)
+        self.watch.watch(page)
+        return page
+
+    async def _close_popup(self, page: Any) -> None:
+        """Close any page the session did not open itself (a popup, whatever its URL): it is
+        never read, and its requests went through the proxy like any other."""
+        async with self._tab_lock:
+            pass
+        if page not in self._tabs_open:
+            await _close_tab(page)
+
+    def _check_document(self, page: Any, url: str, final: str, started: float) -> None:
+        """Refuse the document a tab ended up on unless it is an http(s) page the proxy let
+        through: a page may have moved itself (meta refresh, script, form) since it loaded."""
+        verdict = self.guard.check_document(final)
+        if not verdict:
+            if final.startswith("chrome-error:"):  # the next page failed to load: say which and why
+                failed = [u for _, u in self.watch.since(page, started, ("failed",))]
+                target = failed[-1] if failed else ""
+                why = self.guard.check_document(target) if target else verdict
+                event = self.proxy.find_event(target or None, started)
+                if target and not why:
+                    where = f"{url} moved on to {short_url(target)}"
+                    raise BrowserError("blocked", f"{where}, which is not opened: {why.reason}")
+                if event is not None:
+                    raise BrowserError(event.kind, f"{url} moved on to {from_served(event.url)}: {_clean(event.reason)}")
+                raise BrowserError("error", f"{url} moved on to {short_url(target) or 'another page'}, which failed to load.")
+            where = f"{url} moved on to {short_url(from_served(final))}"
+            raise BrowserError("blocked", f"{where}, which is not opened: {verdict.reason}")
+        refused = self.proxy.refusal_for(final, started)
+        if refused is not None:
+            shown = from_served(final)
+            where = "" if shown.rstrip("/") == url.rstrip("/") else f"{url} moved on to {shown}: "
+            raise BrowserError(refused.kind, where + _clean(refused.reason))
+
+    def _stopped(self, page: Any, started: float) -> list[str]:
+        """Notes on what the page tried by itself and was stopped from doing."""
+        notes = []
+        for kind, target in self.watch.since(page, started):
+            if kind == "popup":
+                notes.append(f"the page tried to open a popup window ({short_url(target)}); popups are not opened.")
+            else:
+                reason = self.guard.check_document(target).reason or "the browser refused it."
+                notes.append(f"the page tried to open {short_url(target)} and was stopped: {reason}")
+        return notes
+
+    async def _partial(self, page: Any, url: str, timeout: float, started: float) -> PageLoad:
         """The page never finished loading: keep what arrived, if anything did."""
         message = f"the page {url} did not finish loading within {timeout:g} s (timeout)"
         try:
-            html = await asyncio.wait_for(page.content(), 2.0)
-            title = await asyncio.wait_for(page.title(), 1.0)
+            shot = await asyncio.wait_for(snapshot(page), 3.0)
         except Exception:
             raise BrowserError("timeout", message + "; try another page.") from None
+        if not self.guard.check_document(shot.url):  # nothing committed yet, or not a web page
+            raise BrowserError("timeout", message + "; try another page.")
+        self._check_document(page, url, shot.url, started)
         from .extract import extract
 
-        if not extract(html, url).text.strip():
+        if not extract(shot.html, url).text.strip():
             raise BrowserError("timeout", message + " and showed nothing; try another page.")
-        return PageLoad(url=page.url or url, status=None, title=title, html=html, note=message + "; showing what had arrived.")
+        notes = [message + "; showing what had arrived.", *self._stopped(page, started)]
+        return PageLoad(url=from_served(shot.url), status=None, title=shot.title, html=shot.html, note=" ".join(notes))
 
     def _explain(self, url: str, error: str, since: float) -> BrowserError:
-        event = self.proxy.find_event(url, since)
+        event = self.proxy.find_event(to_served(url) if url.lower().startswith("file:") else url, since)
         if event is not None and event.kind != "truncated":
             reason = _clean(event.reason)
-            if (urlsplit(event.url).hostname, urlsplit(event.url).port) != (urlsplit(url).hostname, urlsplit(url).port):
-                reason = f"{url} redirected to {event.url}: {reason}"
+            hop = from_served(event.url)
+            if (urlsplit(hop).hostname, urlsplit(hop).port, urlsplit(hop).scheme == "file") != (
+                urlsplit(url).hostname,
+                urlsplit(url).port,
+                urlsplit(url).scheme == "file",
+            ):
+                reason = f"{url} redirected to {hop}: {reason}"
             return BrowserError(event.kind, reason)
         first = error.splitlines()[0] if error else "unknown error"
         if "Download is starting" in error or "ERR_ABORTED" in error and "download" in error.lower():
@@ -267,6 +349,7 @@ class BrowserSession:
             "ERR_CONNECTION_REFUSED": ("error", f"the server of {url} refused the connection."),
             "ERR_CONNECTION_RESET": ("error", f"the connection to {url} was reset."),
             "ERR_TOO_MANY_REDIRECTS": ("error", f"{url} redirects in a loop."),
+            "ERR_UNSAFE_REDIRECT": ("blocked", f"{url} redirects to a URL that is not http(s); such redirects are not followed."),
             "ERR_CERT": ("error", f"{url} has an invalid TLS certificate."),
             "ERR_ABORTED": ("download", f"loading {url} was aborted (a file download or a cancelled navigation)."),
         }
@@ -278,6 +361,7 @@ class BrowserSession:
     async def aclose(self) -> None:
         context, self._context = self._context, None
         self._idle.clear()
+        self._tabs_open.clear()
         try:
             if context is not None:
                 await context.close()
@@ -286,6 +370,15 @@ class BrowserSession:
         await self.proxy.aclose()
         if self._own_process:
             await self.process.aclose()
+
+
+async def _close_tab(page: Any) -> None:
+    """Close a tab; never wait on it long (a tab closed mid-navigation can hang), and
+    never fail (it may be gone with its context)."""
+    try:
+        await asyncio.wait_for(page.close(), 5.0)
+    except Exception:
+        pass
 
 
 def _clean(text: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
@@ -84,6 +85,9 @@ class BrowserTool(Tool):
         search_options: keyword options for the named provider (e.g. `base_url`, `source`).
         allow: allow-list of private hosts the browser may reach ("127.0.0.1:8000", ...).
         allow_private: reach private/loopback addresses at all (trusted setups only).
+        allow_files: folders whose files the browser may open as `file://` URLs (none by
+            default). A local search index over a folder adds that folder: its results are
+            `file://` URLs. Pages can never open files outside these folders.
         resolver: `async (host, port) -> [addresses]` instead of the system DNS (tests).
         executable_path: Chromium to drive (default: `$GLM_AGENT_CHROMIUM` or `chromium`).
         browser: a shared `ChromiumProcess` (one Chromium for many sessions).
@@ -124,6 +128,7 @@ class BrowserTool(Tool):
         search_options: dict[str, Any] | None = None,
         allow: Sequence[str] = (),
         allow_private: bool = False,
+        allow_files: Sequence[str | Path] = (),
         resolver: Any = None,
         executable_path: str | None = None,
         browser: ChromiumProcess | None = None,
@@ -136,7 +141,7 @@ class BrowserTool(Tool):
         quote_chars: int = 2500,
         max_results: int = 10,
     ):
-        self.guard = URLGuard(allow, allow_private=allow_private, resolver=resolver)
+        self.guard = URLGuard(allow, allow_private=allow_private, allow_files=allow_files, resolver=resolver)
         if isinstance(search, str):
             search = make_provider(search, **(search_options or {}))
         self._provider: SearchProvider | None = search

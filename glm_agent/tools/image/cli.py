@@ -62,7 +62,7 @@ def generate(
         raise typer.Exit(1)
     path = result.data["path"]  # type: ignore[attr-defined]
     if show:
-        show_image_inline(path, console)
+        show_image_inline(path, console, workspace=out)
     data = result.data  # type: ignore[attr-defined]
     console.print(
         f"{path}  ({data['width']}x{data['height']}, {data['backend']}, {data['seconds']:.2f} s"

@@ -19,11 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from glm_agent.sandbox.workspace import read_file
+
 __all__ = ["detect_image_protocol", "show_image_inline", "kitty_sequence", "iterm2_sequence"]
 
 Protocol = Literal["kitty", "iterm2"]
 
 _KITTY_CHUNK = 4096
+MAX_IMAGE_BYTES = 32 * 1024 * 1024  # larger files are not previewed
 
 
 def detect_image_protocol(env: Mapping[str, str] | None = None) -> Protocol | None:
@@ -40,14 +43,22 @@ def detect_image_protocol(env: Mapping[str, str] | None = None) -> Protocol | No
     return None
 
 
-def _png_bytes(path: Path, max_pixels: int) -> bytes:
-    """The image as PNG, scaled down so that its longer side is at most `max_pixels`."""
+def _png_bytes(path: Path, max_pixels: int, workspace: str | os.PathLike[str] | None = None) -> bytes:
+    """The image as PNG, scaled down so that its longer side is at most `max_pixels`.
+
+    The file is read the safe way (no link followed, regular files only, size-capped):
+    images live in workspaces that sandboxed code controls.
+    """
     from PIL import Image
 
-    with Image.open(path) as image:
-        if max(image.size) <= max_pixels and image.format == "PNG":
-            return path.read_bytes()
-        image = image.copy()
+    raw = read_file(path, workspace=workspace, max_bytes=MAX_IMAGE_BYTES)
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            if max(image.size) <= max_pixels and image.format == "PNG":
+                return raw
+            image = image.copy()
+    except Image.DecompressionBombError as exc:  # a huge canvas in a small file
+        raise ValueError(str(exc)) from None
     image.thumbnail((max_pixels, max_pixels))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -85,10 +96,13 @@ def show_image_inline(
     env: Mapping[str, str] | None = None,
     max_pixels: int = 768,
     columns: int | None = None,
+    workspace: str | os.PathLike[str] | None = None,
 ) -> bool:
     """Draw the image at `path` in the terminal if it supports images; return whether it did.
 
     `console` is a rich Console (its file is used and it must be a terminal) or None for stdout.
+    `workspace`: the folder the image came from; no link below it is followed (without it,
+    the image's own folder is trusted and only the file itself is checked).
     Never raises for an unreadable image or a closed stream: showing a preview is optional.
     """
     protocol = detect_image_protocol(env)
@@ -102,7 +116,7 @@ def show_image_inline(
         return False
     path = Path(path)
     try:
-        png = _png_bytes(path, max_pixels)
+        png = _png_bytes(path, max_pixels, workspace)
         if protocol == "kitty":
             sequence = kitty_sequence(png, columns)
         else:

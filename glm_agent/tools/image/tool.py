@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from glm_agent.agent.messages import Attachment, ToolResult
+from glm_agent.sandbox.workspace import Workspace
 from glm_agent.tools.base import Tool, ToolContext
 from glm_agent.tools.image.backend import (
     GeneratedImage,
@@ -246,11 +247,6 @@ def _save_png(generated: GeneratedImage, request: ImageRequest, workspace: Path)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    while True:
-        path = workspace / f"image-{stamp}-{secrets.token_hex(3)}.png"
-        try:
-            with open(path, "xb") as fh:  # "x": a name collision retries instead of overwriting
-                fh.write(buffer.getvalue())
-            return path
-        except FileExistsError:
-            continue
+    # Sandboxed code may share this folder: a new file only (O_EXCL), never through a link.
+    names = (f"image-{stamp}-{secrets.token_hex(3)}.png" for _ in range(100))
+    return Workspace(workspace).create_new(names, buffer.getvalue())

@@ -46,3 +46,38 @@ async def test_forward_tunnel_and_refusals(site):
         assert event.kind == "blocked" and "169.254.169.254" in event.reason
     finally:
         await proxy.aclose()
+
+
+async def test_local_files_are_served_from_allowed_folders_only(tmp_path):
+    """Chromium never opens file:// itself: the proxy answers `http://local-files.invalid/<path>`
+    from the guard's `allow_files` folders, symlinks and `..` resolved, read-only."""
+    root = tmp_path / "pages"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.html").write_text("<p>inside</p>")
+    (tmp_path / "secret.txt").write_text("outside secret")
+    (root / "link.html").symlink_to(tmp_path / "secret.txt")
+    proxy = GuardProxy(URLGuard(allow_files=[root]), max_response_bytes=1000)
+    port = await proxy.start()
+
+    async def get(path: str, method: str = "GET") -> bytes:
+        return await _exchange(port, f"{method} http://local-files.invalid{path} HTTP/1.1\r\nHost: local-files.invalid\r\n\r\n".encode())
+
+    try:
+        ok = await get(f"{root}/a.html")
+        assert ok.startswith(b"HTTP/1.1 200") and b"Content-Type: text/html" in ok and ok.endswith(b"<p>inside</p>")
+        assert (await get(f"{root}/a.html", "HEAD")).endswith(b"\r\n\r\n")
+        for path in (f"{tmp_path}/secret.txt", f"{root}/../secret.txt", f"{root}/link.html", "/etc/passwd"):
+            refused = await get(path)
+            assert refused.startswith(b"HTTP/1.1 403") and f"{BLOCK_HEADER}: blocked".encode() in refused, path
+            assert b"outside secret" not in refused and b"root:" not in refused
+        assert (await get(f"{root}/missing.html")).startswith(b"HTTP/1.1 404")
+        assert (await get(f"{root}/sub")).startswith(b"HTTP/1.1 404")  # folders are not listed
+        assert (await get(f"{root}/a.html", "POST")).startswith(b"HTTP/1.1 502")
+        (root / "big.html").write_text("x" * 5000)
+        big = await get(f"{root}/big.html")
+        assert big.endswith(b"x" * 1000) and b"x" * 1001 not in big
+        assert any(e.kind == "truncated" for e in proxy.events)
+        tunnel = await _exchange(port, b"CONNECT local-files.invalid:443 HTTP/1.1\r\n\r\n")
+        assert tunnel.startswith(b"HTTP/1.1 403")
+    finally:
+        await proxy.aclose()

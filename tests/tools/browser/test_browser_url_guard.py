@@ -1,4 +1,5 @@
-"""URLGuard: which URLs and addresses the browser may reach."""
+"""URLGuard: which URLs and addresses the browser may reach (unit tests; the attacks end to end
+are in tests/security/test_browser_guard.py)."""
 
 from __future__ import annotations
 
