@@ -23,8 +23,8 @@ def random_decoder(cfg_kw: dict, dtype, dev, quant=None, **config_extra):
     goes, so a 9B model never exists twice in memory."""
     import torch
 
-    from glm_agent.model.config import ModelConfig
-    from glm_agent.model.decoder import Decoder
+    from glm_agent.engine.config import ModelConfig
+    from glm_agent.engine.decoder import Decoder
 
     config = ModelConfig(**cfg_kw, **config_extra)
     with torch.device("meta"):
@@ -41,7 +41,7 @@ def random_decoder(cfg_kw: dict, dtype, dev, quant=None, **config_extra):
                     p.normal_(0, 0.02, generator=gen)  # random data: zeros would hide bugs and run faster
 
     if quant is not None:
-        from glm_agent.model.quant import quantize_linears
+        from glm_agent.engine.quant import quantize_linears
     for name in ("embed", "norm", "lm_head"):
         fill(getattr(model, name))
     for layer in model.layers:

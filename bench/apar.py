@@ -59,7 +59,7 @@ def build_engine(cfg_kw: dict, weights: str, dev, max_context: int, cache_tokens
     """An Engine around a random-weight Decoder built in place on `dev` (no checkpoint)."""
     import torch
 
-    from glm_agent.model.engine import Engine
+    from glm_agent.engine.engine import Engine
 
     dtype = torch.float32 if weights == "fp32" else torch.bfloat16
     config, model = random_decoder(cfg_kw, dtype, dev, QUANTS[weights], eos_token_ids=[cfg_kw["vocab_size"] - 3])
@@ -67,7 +67,7 @@ def build_engine(cfg_kw: dict, weights: str, dev, max_context: int, cache_tokens
 
 
 def run_sequential(engine, prompt, n_tokens, dev):
-    from glm_agent.model.base import GenerationSettings
+    from glm_agent.core.contracts import GenerationSettings
 
     sync(dev)
     t = time.perf_counter()
@@ -82,8 +82,8 @@ def run_sequential(engine, prompt, n_tokens, dev):
 
 
 def run_apar(engine, prompt, k, detail, head, dev):
-    from glm_agent.model.apar import AparDecoder, AparTokens, ForcedSchedule
-    from glm_agent.model.base import GenerationSettings
+    from glm_agent.engine.apar import AparDecoder, AparTokens, ForcedSchedule
+    from glm_agent.core.contracts import GenerationSettings
 
     v = engine.vocab_size
     tokens = AparTokens(fork_id=v - 2, child_id=v - 1)
@@ -118,7 +118,7 @@ def main() -> int:
     cfg_kw = SMALL if args.small else GLM4_9B
     items = [int(x) for x in args.items.split(",")]
     repeat = args.repeat or (2 if dev.type == "cuda" else 3)
-    from glm_agent.model.apar import ForcedSchedule
+    from glm_agent.engine.apar import ForcedSchedule
 
     longest = max(ForcedSchedule.total_tokens(k, args.detail, args.head) for k in items)
     max_context = args.prompt + longest + 16

@@ -31,9 +31,9 @@ VARIANTS = {
 
 
 def prompt_ids(ck) -> list[int]:
-    from glm_agent.agent.messages import UserMessage
-    from glm_agent.model.base import ToolSpec
-    from glm_agent.model.chat_template import ChatTemplate
+    from glm_agent.core.messages import UserMessage
+    from glm_agent.core.contracts import ToolSpec
+    from glm_agent.models.templates import ChatTemplate
 
     py = ToolSpec(
         name="python",
@@ -49,12 +49,12 @@ class Ours:
     def __init__(self, ck, variant: str):
         import torch
 
-        from glm_agent.model.engine import Engine
+        from glm_agent.engine.engine import Engine
 
         dtype_name, quant = VARIANTS[variant]
         dtype = getattr(torch, dtype_name)
         if quant is not None:
-            from glm_agent.model.quant import normalize_quant
+            from glm_agent.engine.quant import normalize_quant
 
             quant = normalize_quant(quant)
         t = time.perf_counter()
@@ -125,7 +125,7 @@ def main() -> None:
 
     import torch
 
-    from glm_agent.model.loading import open_checkpoint
+    from glm_agent.engine.loading import open_checkpoint
 
     torch.set_num_threads(args.threads)
     ck = open_checkpoint(args.model)

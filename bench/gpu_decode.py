@@ -86,7 +86,7 @@ def weight_bytes_per_step(model) -> int:
     """Bytes of weights one decode step reads (every linear + norms + one embedding row per token)."""
     from torch import nn
 
-    from glm_agent.model.quant import QuantLinear
+    from glm_agent.engine.quant import QuantLinear
 
     total = 0
     for m in model.modules():
@@ -125,7 +125,7 @@ def reset_mem(dev):
 def run_ours(args, cfg_kw, wname, mode, batches, dev, bw, rows):
     import torch
 
-    from glm_agent.model.cuda_graphs import StaticDecoder
+    from glm_agent.engine.cuda_graphs import StaticDecoder
 
     dtype = torch.bfloat16
     reset_mem(dev)

@@ -129,7 +129,7 @@ def bench_cuda(model: str, steps: int, repeats: int, sizes: list[int], title: st
 
 
 def tool_call_once(model: str, device: str, steps: int, size: int) -> float:
-    from glm_agent.tools.base import ToolContext
+    from glm_agent.core.contracts import ToolContext
     from glm_agent.tools.image import ImageTool
 
     async def run() -> float:

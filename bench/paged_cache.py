@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from glm_agent.model.config import ModelConfig
-from glm_agent.model.engine import Engine
-from glm_agent.model.loaders.safetensors import expected_shapes
+from glm_agent.engine.config import ModelConfig
+from glm_agent.engine.engine import Engine
+from glm_agent.engine.loaders.safetensors import expected_shapes
 
 __all__ = ["main"]
 

@@ -44,8 +44,8 @@ def main() -> int:
 
     import torch
 
-    from glm_agent.model.engine import Engine
-    from glm_agent.model.loading import open_checkpoint
+    from glm_agent.engine.engine import Engine
+    from glm_agent.engine.loading import open_checkpoint
 
     torch.manual_seed(0)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]

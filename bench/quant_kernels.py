@@ -51,7 +51,7 @@ def main() -> int:
     import torch
     from torch import nn
 
-    from glm_agent.model.quant import QuantLinear, kernel_names
+    from glm_agent.engine.quant import QuantLinear, kernel_names
 
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -30,9 +30,9 @@ def main() -> int:
 
     import torch
 
-    from glm_agent.model.config import ModelConfig
-    from glm_agent.model.loaders.quantized import save_quantized_checkpoint
-    from glm_agent.model.loaders.safetensors import expected_shapes
+    from glm_agent.engine.config import ModelConfig
+    from glm_agent.engine.loaders.quantized import save_quantized_checkpoint
+    from glm_agent.engine.loaders.safetensors import expected_shapes
 
     config = ModelConfig(
         arch="glm4", vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_layers=args.layers,

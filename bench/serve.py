@@ -71,8 +71,9 @@ async def run_clients(url: str, n: int, rounds: int, max_tokens: int) -> tuple[l
 
 
 async def run_direct(model, rounds: int, max_tokens: int) -> tuple[list[dict], float]:
-    from glm_agent.agent.messages import UserMessage
-    from glm_agent.model.base import GenerationSettings, ModelDone, TextDelta
+    from glm_agent.core.messages import UserMessage
+    from glm_agent.core.contracts import GenerationSettings
+    from glm_agent.core.events import ModelDone, TextDelta
 
     settings = GenerationSettings(max_new_tokens=max_tokens, temperature=0.0)
     out = []
@@ -129,8 +130,8 @@ def main() -> None:
     parser.add_argument("--quant", default=None, choices=["int8", "int4"], help="weight-only quantization")
     args = parser.parse_args()
 
-    from glm_agent.model.local import LocalModel
-    from glm_agent.serve import create_app, serve_in_thread
+    from glm_agent.models.local import LocalModel
+    from glm_agent.serve.app import create_app, serve_in_thread
 
     load_start = os.getloadavg()[0]  # other work on the machine skews every number below
 

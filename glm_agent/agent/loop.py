@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
-from glm_agent.agent.events import (
+from glm_agent.core.events import (
     AgentEvent,
     ErrorEvent,
     FinalAnswer,
@@ -26,7 +26,7 @@ from glm_agent.agent.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from glm_agent.agent.messages import (
+from glm_agent.core.messages import (
     AssistantMessage,
     Message,
     SystemMessage,
@@ -46,9 +46,11 @@ from glm_agent.agent.session import (
     sessions_root,
     write_session_file,
 )
-from glm_agent.model.base import ChatModel, GenerationSettings, ModelDone, TextDelta, ToolCallReady
-from glm_agent.terminal import safe_text
-from glm_agent.tools.base import Tool, ToolArgumentsError, ToolContext
+from glm_agent.core.contracts import ChatModel, GenerationSettings
+from glm_agent.core.events import ModelDone, TextDelta, ToolCallReady
+from glm_agent.core.terminal import safe_text
+from glm_agent.core.contracts import Tool, ToolContext
+from glm_agent.core.errors import ToolArgumentsError
 
 __all__ = ["Agent", "SessionFileError", "default_home", "SESSION_FORMAT"]
 

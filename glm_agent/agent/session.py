@@ -23,8 +23,8 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from glm_agent.agent.messages import Message
-from glm_agent.terminal import safe_text
+from glm_agent.core.messages import Message
+from glm_agent.core.terminal import safe_text
 
 __all__ = [
     "SESSION_FORMAT",

@@ -16,7 +16,7 @@ __all__ = ["oracle_model", "OracleFactory"]
 
 def oracle_model(suite: Suite, sample: Sample) -> Any:
     """A fresh ScriptedModel replaying `sample`'s gold actions in `suite`."""
-    from glm_agent.model.scripted import ScriptedModel
+    from glm_agent.models.scripted import ScriptedModel
 
     return ScriptedModel(suite.oracle(sample), name=f"oracle:{suite.name}")
 

@@ -123,7 +123,7 @@ class EvalRunner:
     async def run_sample(self, suite: Suite, sample: Sample) -> dict[str, Any]:
         """Run and judge one sample; never raises (except cancellation)."""
         from glm_agent.agent import Agent
-        from glm_agent.agent.messages import messages_adapter
+        from glm_agent.core.messages import messages_adapter
 
         workspace = self.out / "work" / _safe(suite.name) / _safe(sample.id)
         if workspace.exists():
@@ -300,13 +300,13 @@ def _remove_empty_dirs(root: Path) -> None:
 
 
 def _default_settings(seed: int) -> Any:
-    from glm_agent.model.base import GenerationSettings
+    from glm_agent.core.contracts import GenerationSettings
 
     return GenerationSettings(seed=seed)
 
 
 def _status_for_exception(exc: BaseException) -> str:
-    from glm_agent.model.base import ContextOverflowError
+    from glm_agent.core.errors import ContextOverflowError
 
     if isinstance(exc, ContextOverflowError):
         return "context_limit"

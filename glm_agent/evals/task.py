@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, get_args
 
 if TYPE_CHECKING:
-    from glm_agent.agent.events import RunResult
-    from glm_agent.agent.messages import Message
-    from glm_agent.tools.base import Tool
+    from glm_agent.core.events import RunResult
+    from glm_agent.core.messages import Message
+    from glm_agent.core.contracts import Tool
 
 __all__ = [
     "Status",

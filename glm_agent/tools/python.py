@@ -17,12 +17,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from glm_agent.agent.messages import Attachment, ToolResult
+from glm_agent.core.messages import Attachment, ToolResult
 from glm_agent.sandbox.config import SandboxConfig
 from glm_agent.sandbox.quota import Quota
 from glm_agent.sandbox.text import collapse_cr, truncate_middle
 from glm_agent.sandbox.workspace import Workspace, WorkspaceError
-from glm_agent.tools.base import Tool, ToolContext
+from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = ["PythonTool", "clean_code"]
 

@@ -8,11 +8,14 @@ import time
 
 import pytest
 
-from glm_agent.agent import Agent, ScriptedModel, SessionFileError, ToolCall
-from glm_agent.agent.events import FinalAnswer, TextDeltaEvent, ToolCallFinished, ToolCallStarted
-from glm_agent.agent.messages import AssistantMessage, ToolMessage, UserMessage
-from glm_agent.model.dialects import get_dialect
-from glm_agent.tools.base import Tool, ToolContext, tool
+from glm_agent.agent import Agent, SessionFileError
+from glm_agent.models.scripted import ScriptedModel
+from glm_agent.core.messages import ToolCall
+from glm_agent.core.events import FinalAnswer, TextDeltaEvent, ToolCallFinished, ToolCallStarted
+from glm_agent.core.messages import AssistantMessage, ToolMessage, UserMessage
+from glm_agent.models.dialects import get_dialect
+from glm_agent.core.contracts import Tool, ToolContext
+from glm_agent.tools.function import tool
 
 
 @tool

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from glm_agent.agent import Agent, ScriptedModel, SessionFileError
+from glm_agent.agent import Agent, SessionFileError
+from glm_agent.models.scripted import ScriptedModel
 
 
 @pytest.fixture(autouse=True)
@@ -162,7 +163,8 @@ def test_save_to_a_directory_or_under_a_file_fails_cleanly(tmp_path):
 
 SLOW_SAVER = textwrap.dedent("""
     import json, sys, time
-    from glm_agent.agent import Agent, ScriptedModel
+    from glm_agent.agent import Agent
+    from glm_agent.models.scripted import ScriptedModel
 
     def slow_dump(obj, f, **kw):
         f.write('{"format": 1, "messages": [')  # half a file...

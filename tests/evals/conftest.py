@@ -33,7 +33,7 @@ def records(out: Path) -> list[dict]:
 
 def per_sample(turns_for):
     """A runner model source: a fresh ScriptedModel per sample from `turns_for(suite, sample)`."""
-    from glm_agent.model.scripted import ScriptedModel
+    from glm_agent.models.scripted import ScriptedModel
 
     def factory(suite, sample):
         return ScriptedModel(turns_for(suite, sample))

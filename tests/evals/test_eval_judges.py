@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from glm_agent.agent.messages import ToolCall
+from glm_agent.core.messages import ToolCall
 from glm_agent.evals.suites import make_suite
 from glm_agent.evals.suites.db import answers_match, parse_final_answer
 from glm_agent.evals.suites.fc import check_calls
@@ -55,7 +55,7 @@ async def test_db_wrong_agents_fail(ev, tmp_path):
 
 async def test_db_sql_tool_reports_errors(tmp_path):
     from glm_agent.evals.suites.db import SQLTool, create_database
-    from glm_agent.tools.base import ToolContext
+    from glm_agent.core.contracts import ToolContext
 
     sample = make_suite("db").samples()[0]
     create_database(tmp_path / "t.db", sample.gold["table"])

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from glm_agent.agent.messages import ToolCall
-from glm_agent.evals.cli import eval_app
+from glm_agent.core.messages import ToolCall
+from glm_agent.cli.eval import eval_app
 from glm_agent.evals.compare import compare_runs, render_comparison
 from glm_agent.evals.oracle import OracleFactory
 from glm_agent.evals.report import write_report
 from glm_agent.evals.runner import load_records, sample_seed
 from glm_agent.evals.suites import make_suite
 from glm_agent.evals.task import TaskFileError, select_samples, wilson
-from glm_agent.model.base import ContextOverflowError, ModelDone, TextDelta
+from glm_agent.core.errors import ContextOverflowError
+from glm_agent.core.events import ModelDone, TextDelta
 
 
 
@@ -77,7 +78,7 @@ async def test_context_overflow_is_context_limit(ev, tmp_path):
 
 
 async def test_timeout_and_task_limit_statuses(ev, tmp_path):
-    from glm_agent.model.scripted import ScriptedModel
+    from glm_agent.models.scripted import ScriptedModel
 
     class Slow:
         name = "slow"
@@ -178,7 +179,7 @@ async def test_report_files_are_consistent(ev, tmp_path):
     from glm_agent.evals.runner import run_eval
 
     def half_wrong(suite, sample):
-        from glm_agent.model.scripted import ScriptedModel
+        from glm_agent.models.scripted import ScriptedModel
 
         if sample.id.endswith(("0", "2", "4", "6", "8")):
             return ScriptedModel(["Final Answer: wrong"] if suite.name == "db" else ["no call"])
@@ -218,7 +219,7 @@ async def test_compare_wins_and_losses(ev, tmp_path):
     ids = [r["id"] for r in ev.records(a)]
 
     def mixed(suite, sample):
-        from glm_agent.model.scripted import ScriptedModel
+        from glm_agent.models.scripted import ScriptedModel
 
         return ScriptedModel(["no call"]) if sample.id == ids[0] else OracleFactory()(suite, sample)
 

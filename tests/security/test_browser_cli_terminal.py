@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from glm_agent.tools.browser import BrowserError, find_chromium
-from glm_agent.tools.browser.cli import app
+from glm_agent.cli.browser import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hostile_terminal_tools import HOSTILE  # noqa: E402

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from glm_agent.sandbox import SandboxConfig, bwrap_available
-from glm_agent.sandbox.cli import app
+from glm_agent.cli.sandbox import app
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 

@@ -17,7 +17,7 @@ import pytest
 
 from glm_agent.sandbox import SandboxConfig, bwrap_available
 from glm_agent.sandbox.quota import HELD_LEVELS, Quota, QuotaWatcher, Usage, measure
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.contracts import ToolContext
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _workspace_helpers import png_bytes  # noqa: E402
@@ -481,7 +481,7 @@ def test_cli_workspace_quota_option(tmp_path, quota_mb, stopped):
     ]))
     env = dict(os.environ, GLM_AGENT_HOME=str(tmp_path / "home"), NO_COLOR="1")
     out = subprocess.run(
-        [sys.executable, "-m", "glm_agent.app", "run", "done?", "--model", f"scripted:{script}", "--tools", "shell",
+        [sys.executable, "-m", "glm_agent.cli.main", "run", "done?", "--model", f"scripted:{script}", "--tools", "shell",
          "--workspace", str(tmp_path / "ws"), "--workspace-quota-mb", str(quota_mb), "--json"],
         capture_output=True, text=True, env=env, timeout=120,
     )

@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 from glm_agent.sandbox import bwrap_available
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.contracts import ToolContext
 from glm_agent.tools.python import PythonTool
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")

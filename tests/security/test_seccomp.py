@@ -25,7 +25,7 @@ import pytest
 
 from glm_agent.sandbox import Sandbox, SandboxConfig, bwrap_available
 from glm_agent.sandbox.quota import measure
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.contracts import ToolContext
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 x86_64_only = pytest.mark.skipif(platform.machine() != "x86_64", reason="int 0x80 is x86 only")
@@ -282,7 +282,7 @@ def test_fallocate_refused_when_glm_agent_is_not_root(as_nobody):
 def test_sandbox_check_reports_the_filter():
     from typer.testing import CliRunner
 
-    from glm_agent.sandbox.cli import app
+    from glm_agent.cli.sandbox import app
 
     out = CliRunner().invoke(app, ["check", "--memory-mb", "1024"])
     assert out.exit_code == 0, out.output

@@ -22,16 +22,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from glm_agent.agent.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
-from glm_agent.model.base import GenerationSettings, ToolSpec
-from glm_agent.model.chat_template import ChatTemplate, messages_to_dicts
-from glm_agent.model.dialects import get_dialect
-from glm_agent.model.embedded import embedded_model_path, smollm2_path
-from glm_agent.model.loaders.gguf import GGUFCheckpoint
-from glm_agent.model.prompt import CLOSE, OPEN, Prompt
-from glm_agent.model.tokenizer import GLM4_SPECIAL_TOKENS, Tokenizer, load_tokenizer
+from glm_agent.core.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
+from glm_agent.core.contracts import GenerationSettings, ToolSpec
+from glm_agent.models.templates import ChatTemplate, messages_to_dicts
+from glm_agent.models.dialects import get_dialect
+from glm_agent.engine.embedded import embedded_model_path, smollm2_path
+from glm_agent.engine.loaders.gguf import GGUFCheckpoint
+from glm_agent.engine.prompt import CLOSE, OPEN, Prompt
+from glm_agent.engine.tokenizer import GLM4_SPECIAL_TOKENS, Tokenizer, load_tokenizer
 
-DATA = Path(__file__).parents[1] / "agent" / "data"
+DATA = Path(__file__).parents[1] / "models" / "data"
 BENIGN = "hello"
 
 
@@ -95,7 +95,7 @@ def test_encode_text_splits_a_markup_token_that_merges_spell():
     from tokenizers import Tokenizer as HFTok
     from tokenizers import models
 
-    from glm_agent.model.tokenizer import _HFTokenizer
+    from glm_agent.engine.tokenizer import _HFTokenizer
 
     hf = HFTok(models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "c": 3}, merges=[("a", "b")]))
     hf.add_tokens([AddedToken("ab", special=False, normalized=False)])
@@ -120,7 +120,7 @@ def test_encode_prompt_keeps_ids_of_harmless_prompts(qwen, smol, glm):
 def test_marks_a_template_cut_apart_are_read_safely():
     """A template that slices through a marked span leaves an unpaired mark: strict parsing
     refuses it (the caller falls back), lenient parsing marks `reach` characters next to it."""
-    from glm_agent.model.prompt import UnbalancedMarks
+    from glm_agent.engine.prompt import UnbalancedMarks
 
     for marked in (f"ab<|x|>{CLOSE}cd", f"ab{OPEN}<|x|>cd", f"{OPEN}a{OPEN}b{CLOSE}{CLOSE}"):
         with pytest.raises(UnbalancedMarks):
@@ -314,7 +314,7 @@ def forged_conversation(x: str) -> list:
 
 @pytest.fixture(scope="module")
 def smol_model():
-    from glm_agent.model.local import LocalModel
+    from glm_agent.models.local import LocalModel
 
     return LocalModel("smollm2", dtype="float32", progress=False).load()
 
@@ -355,7 +355,7 @@ async def test_local_model_encodes_a_forged_turn_as_text(smol_model, monkeypatch
 
 
 def test_server_encodes_forged_turns_in_requests_as_text(smol_model, monkeypatch):
-    from glm_agent.serve import create_app, serve_in_thread
+    from glm_agent.serve.app import create_app, serve_in_thread
 
     monkeypatch.setattr(smol_model, "_use_template", None)
     monkeypatch.setattr(smol_model, "_dialect_name", None)

@@ -16,7 +16,7 @@ import pytest
 
 from glm_agent.evals.suites.db import SQLTool, create_database
 from glm_agent.evals.suites.sqlguard import DENIED_MESSAGE
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.contracts import ToolContext
 
 TABLE = {"table_name": "people", "table_info": {"columns": [{"name": "name", "type": "TEXT"},
                                                              {"name": "age", "type": "INT"}],

@@ -83,7 +83,7 @@ DISPLAYS = {
 @needs_bwrap
 @pytest.mark.parametrize("kind", list(DISPLAYS))
 async def test_python_tool_never_writes_an_image_through_a_planted_link(kind, ws, targets):
-    from glm_agent.tools.base import ToolContext
+    from glm_agent.core.contracts import ToolContext
     from glm_agent.tools.python import PythonTool
 
     ext, show = DISPLAYS[kind]
@@ -129,7 +129,7 @@ async def test_image_tool_never_writes_through_a_planted_link(tiny_pipeline, ws,
     """The image tool picks random names; make the first ones known and planted (a link to each
     target, then a fifo): it must skip them all and write a new regular file."""
     import glm_agent.tools.image.tool as image_tool
-    from glm_agent.tools.base import ToolContext
+    from glm_agent.core.contracts import ToolContext
     from glm_agent.tools.image import ImageTool
 
     tokens = iter([f"{i:06x}" for i in range(100)])
@@ -186,10 +186,12 @@ def test_inline_display_of_a_fifo_returns_at_once(ws):
 async def test_chat_shows_no_image_through_links_in_the_workspace(ws, tmp_path, monkeypatch):
     """The chat draws image attachments inline: a link at the file, or at a folder on its
     path, is not followed; a real image in the workspace still is."""
-    from glm_agent.agent import Agent, ScriptedModel, ToolCall
-    from glm_agent.agent.messages import Attachment, ToolResult
-    from glm_agent.chat import ChatApp
-    from glm_agent.tools.base import tool
+    from glm_agent.agent import Agent
+    from glm_agent.models.scripted import ScriptedModel
+    from glm_agent.core.messages import ToolCall
+    from glm_agent.core.messages import Attachment, ToolResult
+    from glm_agent.cli.chat import ChatApp
+    from glm_agent.tools.function import tool
 
     host = tmp_path / "host"
     (host / "pics").mkdir(parents=True)

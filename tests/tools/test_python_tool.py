@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from glm_agent.agent.messages import ToolCall
+from glm_agent.core.messages import ToolCall
 from glm_agent.sandbox import SandboxConfig, bwrap_available
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.contracts import ToolContext
 from glm_agent.tools.python import PythonTool, clean_code
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
@@ -178,7 +178,8 @@ async def test_unsafe_mode_runs_with_limits_only(tmp_path, monkeypatch):
 
 @needs_bwrap
 def test_agent_runs_python_then_answers(tmp_path):
-    from glm_agent.agent import Agent, ScriptedModel
+    from glm_agent.agent import Agent
+    from glm_agent.models.scripted import ScriptedModel
 
     def answer(messages):
         observation = messages[-1].content

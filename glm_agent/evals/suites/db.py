@@ -24,10 +24,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from glm_agent.agent.messages import ToolCall, ToolResult
+from glm_agent.core.messages import ToolCall, ToolResult
 from glm_agent.evals.suites.sqlguard import DENIED_MESSAGE, guard
 from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, final_text, read_jsonl
-from glm_agent.tools.base import Tool, ToolContext
+from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = [
     "DBSuite",

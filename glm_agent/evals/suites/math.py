@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from glm_agent.agent.messages import ToolCall
+from glm_agent.core.messages import ToolCall
 from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, final_text, read_jsonl
 
 __all__ = ["MathSuite", "load_gsm8k", "gold_number", "extract_number", "numbers_match", "python_tool"]

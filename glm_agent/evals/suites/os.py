@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from glm_agent.agent.messages import ToolCall, ToolResult
+from glm_agent.core.messages import ToolCall, ToolResult
 from glm_agent.evals.task import (
     EnvironmentSetupError,
     Judgement,
@@ -42,7 +42,7 @@ from glm_agent.evals.task import (
     json_item_lines,
     read_json,
 )
-from glm_agent.tools.base import Tool, ToolContext
+from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = [
     "OSSuite",

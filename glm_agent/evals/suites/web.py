@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 
-from glm_agent.agent.messages import ToolCall
+from glm_agent.core.messages import ToolCall
 from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, read_json, read_jsonl
 
 __all__ = ["WebSuite", "Shop", "ShopServer", "ShopSearchProvider", "load_web_tasks", "reward", "search_products"]

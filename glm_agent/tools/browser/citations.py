@@ -11,7 +11,7 @@ import re
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from glm_agent.terminal import UNSAFE_CHARS, safe_text
+from glm_agent.core.terminal import UNSAFE_CHARS, safe_text
 
 __all__ = ["Citations", "render_citations", "CITATION_RE"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from glm_agent.agent.messages import ToolResult
-from glm_agent.tools.base import Tool, ToolContext
+from glm_agent.core.messages import ToolResult
+from glm_agent.core.contracts import Tool, ToolContext
 
 from .actions import Action, ActionError, parse_arguments
 from .citations import Citations

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from glm_agent.agent.messages import Attachment, ToolResult
+from glm_agent.core.messages import Attachment, ToolResult
 from glm_agent.sandbox.workspace import Workspace
-from glm_agent.tools.base import Tool, ToolContext
+from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.tools.image.backend import (
     GeneratedImage,
     ImageBackend,

@@ -71,7 +71,7 @@ def test_json_arguments():
 
 
 def test_glm4_dialect_bodies_reach_the_browser_parser():
-    from glm_agent.model.dialects.base import build_call
+    from glm_agent.models.dialects.base import build_call
     from glm_agent.tools.browser import BrowserTool
 
     spec = BrowserTool().spec()

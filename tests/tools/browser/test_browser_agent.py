@@ -6,8 +6,11 @@ import re
 
 import pytest
 
-from glm_agent.agent import Agent, ScriptedModel, ToolCall, ToolCallFinished
-from glm_agent.agent.messages import ToolMessage
+from glm_agent.agent import Agent
+from glm_agent.models.scripted import ScriptedModel
+from glm_agent.core.messages import ToolCall
+from glm_agent.core.events import ToolCallFinished
+from glm_agent.core.messages import ToolMessage
 from glm_agent.tools.browser import BrowserError, BrowserTool, LocalIndexProvider, find_chromium, render_citations
 
 

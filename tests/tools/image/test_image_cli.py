@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 from typer.testing import CliRunner
 
-from glm_agent.tools.image.cli import app
+from glm_agent.cli.image import app
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.contracts import ToolContext
 from glm_agent.tools.image import CogViewBackend, ImageTool
 
 API = "https://open.bigmodel.cn/api/paas/v4/images/generations"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glm_agent.agent.messages import ToolCall, ToolMessage
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.messages import ToolCall, ToolMessage
+from glm_agent.core.contracts import ToolContext
 from glm_agent.tools.image import DiffusersBackend, ImageRequest, ImageTool
 
 
@@ -44,7 +44,8 @@ async def test_generates_png_from_saved_folder(tiny_pipeline_dir, tmp_path):
 
 
 async def test_agent_turn_with_scripted_model(tiny_pipeline_dir, tmp_path):
-    from glm_agent.agent import Agent, ScriptedModel
+    from glm_agent.agent import Agent
+    from glm_agent.models.scripted import ScriptedModel
 
     seen = {}
 
@@ -148,7 +149,8 @@ async def test_cancel_stops_the_denoising_loop(tiny_pipeline_dir):
 
 
 async def test_tool_timeout_in_agent_cancels(tiny_pipeline_dir, tmp_path):
-    from glm_agent.agent import Agent, ScriptedModel
+    from glm_agent.agent import Agent
+    from glm_agent.models.scripted import ScriptedModel
 
     tool = ImageTool(model=tiny_pipeline_dir, timeout=0.5)
     await tool.backend.generate(ImageRequest("warm up", 64, 64, steps=1, seed=0))

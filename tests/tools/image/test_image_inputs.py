@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from glm_agent.tools.base import ToolContext
+from glm_agent.core.contracts import ToolContext
 from glm_agent.tools.image import ImageGenerationError, ImageRequest, ImageTool, SizeRule, parse_size
 from glm_agent.tools.image.backend import GeneratedImage
 

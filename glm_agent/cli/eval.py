@@ -1,0 +1,157 @@
+"""`glm-agent eval`: run suites, rebuild reports, compare runs.
+
+    glm-agent eval run db fc --model embedded --limit 3 --out runs/cpu
+    glm-agent eval run os --oracle --data AgentBench/data/os_interaction/data/dev.json --out runs/oracle
+    glm-agent eval report runs/cpu
+    glm-agent eval compare runs/a runs/b
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+__all__ = ["eval_app", "resolve_eval_model"]
+
+eval_app = typer.Typer(
+    name="eval",
+    help="Run AgentBench-style suites (os, db, fc, math, web), rebuild reports, compare runs.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def resolve_eval_model(spec: str) -> tuple[Any, str]:
+    """(model source for the runner, display name). `oracle` replays each sample's gold."""
+    if spec == "oracle":
+        from glm_agent.evals.oracle import OracleFactory
+
+        return OracleFactory(), "oracle"
+    try:
+        from glm_agent.models.spec import resolve_model
+    except ImportError:  # the CLI's model resolver is not there: the embedded model only
+        if spec != "embedded":
+            raise typer.BadParameter(f"unknown model {spec!r}: use 'embedded' or 'oracle'") from None
+        from glm_agent.models.local import LocalModel
+
+        return LocalModel("embedded"), "embedded"
+    try:
+        return resolve_model(spec), spec
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@eval_app.command("run")
+def run_cmd(
+    suites: List[str] = typer.Argument(..., help="Suites to run: os db fc math web (or 'all')."),
+    model: str = typer.Option("embedded", "--model", "-m", help="Model spec (as for `glm-agent chat`), or 'oracle'."),
+    oracle: bool = typer.Option(False, "--oracle", help="Run the oracle agent (gold actions) instead of a model."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Samples per suite (spread over categories)."),
+    concurrency: int = typer.Option(1, "--concurrency", "-k", min=1, help="Samples run at once."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder (resumes if it has runs.jsonl). Default: runs/<time>."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The public benchmark's own file/folder for the suite (one suite only)."),
+    seed: int = typer.Option(0, "--seed", help="Run seed; each sample's sampling seed derives from it."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per sample (default: the suite's)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override each suite's step limit."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap on tokens per model turn."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature (0 = greedy)."),
+    keep_workspaces: bool = typer.Option(False, "--keep-workspaces", help="Keep each sample's files under OUT/work."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
+) -> None:
+    """Run suites against a model and write runs.jsonl, overall.json, report.md and a chart."""
+    from glm_agent.evals.suites import SUITE_NAMES, make_suite
+
+    names = list(SUITE_NAMES) if suites == ["all"] else suites
+    for name in names:
+        if name not in SUITE_NAMES:
+            raise typer.BadParameter(f"unknown suite {name!r}; available: {', '.join(SUITE_NAMES)}")
+    if data is not None and len(names) != 1:
+        raise typer.BadParameter("--data applies to one suite: run one suite at a time with it")
+    from glm_agent.evals.task import TaskFileError
+
+    try:
+        suite_objs = [make_suite(n, data=data) for n in names]
+        for s in suite_objs:
+            s.samples()
+    except TaskFileError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2)
+    source, model_name = resolve_eval_model("oracle" if oracle else model)
+    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+    def settings_factory(sample_seed: int) -> Any:
+        from glm_agent.core.contracts import GenerationSettings
+
+        kwargs: dict[str, Any] = {"seed": sample_seed, "temperature": temperature}
+        if max_new_tokens:
+            kwargs["max_new_tokens"] = max_new_tokens
+        return GenerationSettings(**kwargs)
+
+    from glm_agent.evals.runner import EvalRunner
+
+    runner = EvalRunner(
+        suites=suite_objs, model=source, out=out, limit=limit, concurrency=concurrency, seed=seed,
+        timeout=timeout, max_steps=max_steps, model_name=model_name, progress=not no_progress,
+        keep_workspaces=keep_workspaces, settings_factory=settings_factory,
+    )
+
+    async def main() -> dict:
+        try:
+            return await runner.run()
+        finally:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
+
+    summary = asyncio.run(main())
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"results in {out}")
+    for col in ("suite", "n", "score %", "95% CI", "statuses", "avg turns", "avg s"):
+        table.add_column(col)
+    for name, s in summary["suites"].items():
+        lo, hi = s["ci95"]
+        table.add_row(name, str(s["n"]), f"{100 * s['score']:.1f}", f"{100 * lo:.0f}-{100 * hi:.0f}",
+                      ", ".join(f"{k} {v}" for k, v in s["statuses"].items()), f"{s['avg_steps']:.1f}",
+                      f"{s['avg_seconds']:.1f}")
+    Console().print(table)
+    Console().print(f"report: {out / 'report.md'}")
+
+
+@eval_app.command("report")
+def report_cmd(out: Path = typer.Argument(..., help="A run folder (holding runs.jsonl).")) -> None:
+    """Recompute overall.json, report.md and the chart from a run folder's runs.jsonl."""
+    from glm_agent.evals.report import write_report
+
+    try:
+        summary = write_report(out)
+    except FileNotFoundError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2)
+    _print_summary(summary, out)
+
+
+@eval_app.command("compare")
+def compare_cmd(
+    a: Path = typer.Argument(..., help="Baseline run folder."),
+    b: Path = typer.Argument(..., help="Run folder to compare with the baseline."),
+    show: int = typer.Option(20, "--show", help="Samples listed per direction (wins / losses)."),
+) -> None:
+    """Per-task wins and losses of run B against run A, per suite."""
+    from glm_agent.evals.compare import compare_runs, render_comparison
+
+    try:
+        result = compare_runs(a, b)
+    except FileNotFoundError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2)
+    typer.echo(render_comparison(result, show=show))

@@ -1,0 +1,49 @@
+"""`glm-agent serve`: the typer sub-app. Light on purpose; the server is imported when it runs."""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["serve_app", "resolve_serve_model"]
+
+serve_app = typer.Typer(add_completion=False, no_args_is_help=False)
+
+
+def resolve_serve_model(spec: str, **options):
+    """A ChatModel for `spec`, through the CLI's own resolver (`glm_agent.models.spec`)."""
+    from glm_agent.models.spec import resolve_model
+
+    return resolve_model(spec, **{k: v for k, v in options.items() if v is not None})
+
+
+@serve_app.command("serve")
+def serve(
+    model: str = typer.Option("embedded", "--model", "-m", help="Model to serve: embedded, smollm2, a checkpoint path, or openai:URL#MODEL."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to your network)."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    quant: str = typer.Option(None, "--quant", help="Weight-only quantization of a local model: int8 or int4."),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda[:n] (local models)."),
+    served_name: str = typer.Option(None, "--served-name", help="Model id clients send (default: the model's name)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    from glm_agent.core.errors import ModelError
+
+    try:
+        chat_model = resolve_serve_model(model, quant=quant, device=device)
+        load = getattr(chat_model, "load", None)
+        if callable(load):  # load now: bad files fail here, and the first client does not wait
+            typer.echo(f"Loading {model!r}...", err=True)
+            load()
+    except (ModelError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: cannot load model {model!r}: {exc}", err=True)
+        raise typer.Exit(2)
+    from glm_agent.serve.app import run_server
+
+    name = served_name or getattr(chat_model, "name", model)
+    typer.echo(f"Serving {name!r} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
+    run_server(chat_model, name, host=host, port=port, log_level=log_level)
+
+
+if __name__ == "__main__":  # `python -m glm_agent.cli.serve --model smollm2`
+    serve_app()

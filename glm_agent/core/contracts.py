@@ -1,0 +1,119 @@
+"""The two contracts the agent loop is written against: `ChatModel` and `Tool`.
+
+A `ChatModel` turns messages + tool specs into a stream of model events (text as it is
+decoded, each tool call once complete, then one `ModelDone`). A `Tool` is a name, a
+description, a JSON schema for its arguments and an async `call` returning a `ToolResult`.
+Everything else (local engine, OpenAI client, browser, sandbox) plugs in behind these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Protocol, runtime_checkable
+
+from glm_agent.core.events import ModelEvent
+from glm_agent.core.messages import Message, ToolResult
+
+__all__ = ["ToolSpec", "GenerationSettings", "ChatModel", "Tool", "ToolContext"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """What a model needs to know about a tool.
+
+    `raw_arg` names the argument that receives the raw call body in dialects where a
+    built-in tool takes free text (GLM-4: `python` code, `simple_browser` actions,
+    `cogview` prompts). `glm_builtin` is the GLM-4 template's tool type for those.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    raw_arg: str | None = None
+    glm_builtin: str | None = None
+
+    def openai_schema(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    name: str
+
+    def stream(
+        self,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        settings: GenerationSettings | None = None,
+    ) -> AsyncIterator[ModelEvent]:
+        """Yield text deltas and complete tool calls, then exactly one `ModelDone`."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class ToolContext:
+    """What a tool may know about the session that called it."""
+
+    session_id: str
+    workspace: Path
+    # Free-form per-session state a tool may keep (e.g. browser page state).
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Tool:
+    """Base class for tools. Subclasses set the class attributes and implement `call`.
+
+    `timeout` (seconds) bounds one call; `max_retries` is how many failing calls in a row
+    the agent lets the model make before the tool is reported as unavailable.
+    """
+
+    name: str = ""
+    description: str = ""
+    parameters: dict[str, Any] = {"type": "object", "properties": {}}
+    raw_arg: str | None = None
+    glm_builtin: str | None = None
+    timeout: float | None = None
+    max_retries: int = 3
+    # Sub-commands a model may call as if they were tools of their own (small models call
+    # `search(...)` instead of `simple_browser` with action "search"): the agent routes such a
+    # call here with `{"action": name, **arguments}`.
+    actions: tuple[str, ...] = ()
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(
+            name=self.name,
+            description=self.description,
+            parameters=self.parameters,
+            raw_arg=self.raw_arg,
+            glm_builtin=self.glm_builtin,
+        )
+
+    async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what the tool holds for its session (kernels, browsers, pipelines)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,297 @@
+"""`Engine`: the decoder, its paged KV cache, device and dtype, and token-level generation.
+
+The engine speaks token ids only (tokenizers, templates and dialects live in `LocalModel`).
+
+    engine = Engine.from_weights(config, weights, device="cpu", dtype=torch.float32,
+                                 quant=None, max_context=None, cache_tokens=None)
+    for tok in engine.generate(prompt_ids, GenerationSettings(...), stop_token_ids={eos}):
+        ...   # new ids one at a time; a stop token is yielded last, then the stream ends
+
+Loading streams: the model is built on the `meta` device (no memory), then each incoming
+tensor is cast/moved and put in place, so a checkpoint is never held twice. With `quant`
+({"bits": 4|8, "group_size": 128, ...}) each layer is quantized by
+`glm_agent.engine.quant.quantize_linears(layer, quant)` as soon as its last tensor arrived;
+with `config.quant` set (a pre-quantized checkpoint) the linears are swapped first with
+`quantize_linears(model, config.quant, empty=True)` so the stored tensors load directly.
+
+Step API (used by `generate`, APAR and servers; every stream lives in `engine.cache`):
+    sid = engine.new_stream(); child = engine.fork(sid); engine.free(sid)
+    engine.prefill(sid, ids: list[int]) -> Tensor[vocab]          logits after the last id
+    engine.decode_step(sids: list[int], last_tokens: list[int]) -> Tensor[B, vocab]
+    engine.step(sids: list[int], ids: list[list[int]]) -> Tensor[B, vocab]   (general form)
+    engine.forward_logits(ids: list[int]) -> Tensor[T, vocab]    full-sequence scoring, no cache
+Logits are float32 on the engine's device. An engine is not thread-safe: one caller (thread)
+drives it at a time (LocalModel holds a lock around generation).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from glm_agent.core.errors import ContextOverflowError
+from glm_agent.core.contracts import GenerationSettings
+from glm_agent.engine.config import ModelConfig
+from glm_agent.engine.decoder import Decoder
+from glm_agent.engine.errors import CheckpointError
+from glm_agent.engine.kv_cache import PagedKVCache
+from glm_agent.engine.sampling import Sampler, validate_settings
+
+__all__ = ["Engine"]
+
+_PREFILL_CHUNK = 1024  # long prompts are prefilled in chunks to bound activation memory
+
+
+def _quantize_linears():
+    try:
+        from glm_agent.engine.quant import quantize_linears
+    except ImportError as e:  # Q's module not there yet
+        raise NotImplementedError(
+            "weight-only quantization needs glm_agent.engine.quant.quantize_linears, "
+            f"which is not available ({e}); load the model without quant="
+        ) from e
+    return quantize_linears
+
+
+def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    path, _, attr = name.rpartition(".")
+    mod = model.get_submodule(path) if path else model
+    if attr in mod._parameters:
+        mod._parameters[attr] = nn.Parameter(value, requires_grad=False)
+    else:
+        mod._buffers[attr] = value
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Decoder,
+        config: ModelConfig,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_context: int | None = None,
+        cache_tokens: int | None = None,
+        block_size: int = 16,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.max_context = int(max_context or config.max_position)
+        # Room for the longest single request plus forks/concurrent streams; the pool only
+        # allocates memory as it fills, so a generous cap costs nothing up front.
+        cache_tokens = int(cache_tokens or 2 * self.max_context)
+        self.cache = PagedKVCache(
+            config.num_layers,
+            config.num_kv_heads,
+            config.head_dim,
+            max_blocks=-(-cache_tokens // block_size),
+            block_size=block_size,
+            device=self.device,
+            dtype=dtype,
+        )
+        # A token's position is its depth in its own stream (forks included): < max_context.
+        model.init_rope(self.max_context, self.device)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    # ---- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_weights(
+        cls,
+        config: ModelConfig,
+        weights: Iterable[tuple[str, torch.Tensor]],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        quant: dict | str | int | None = None,
+        max_context: int | None = None,
+        cache_tokens: int | None = None,
+        block_size: int = 16,
+    ) -> "Engine":
+        """Build the decoder and fill it tensor by tensor from `(canonical_name, tensor)`."""
+        device = torch.device(device)
+        if quant is not None and not isinstance(quant, dict):  # "int4" / 8, as LocalModel accepts
+            _quantize_linears()  # the clear error when the quant module is missing
+            from glm_agent.engine.quant import normalize_quant
+
+            quant = normalize_quant(quant)
+        if quant is not None and config.quant is not None:
+            raise ValueError("this checkpoint is already quantized (config.quant); drop quant=")
+        with torch.device("meta"):
+            model = Decoder(config).to(dtype)
+            if config.quant is not None:
+                _quantize_linears()(model, config.quant, empty=True)
+        quantize = _quantize_linears() if quant is not None else None
+
+        expected = dict(model.named_parameters())
+        expected.update(model.named_buffers())
+        if config.tie_embeddings:
+            expected.pop("lm_head.weight", None)
+        pending: dict[int, set[str]] = {}
+        for name in expected:
+            if name.startswith("layers."):
+                pending.setdefault(int(name.split(".")[1]), set()).add(name)
+        loaded: set[str] = set()
+
+        for name, tensor in weights:
+            if name == "lm_head.weight" and config.tie_embeddings:
+                continue  # some tied checkpoints store the copy anyway; embed.weight is used
+            target = expected.pop(name, None)
+            if target is None:
+                if name in loaded:
+                    raise CheckpointError(f"tensor {name!r} appears twice in the checkpoint")
+                raise CheckpointError(
+                    f"unexpected tensor {name!r} for a {config.arch} model with "
+                    f"{config.num_layers} layers (config and weights disagree?)"
+                )
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise CheckpointError(
+                    f"shape mismatch for {name}: expected {tuple(target.shape)} from the "
+                    f"config, got {tuple(tensor.shape)} in the checkpoint"
+                )
+            want = target.dtype if tensor.is_floating_point() and target.is_floating_point() else tensor.dtype
+            _set_tensor(model, name, tensor.to(device=device, dtype=want).contiguous())
+            loaded.add(name)
+            if name.startswith("layers."):
+                i = int(name.split(".")[1])
+                left = pending[i]
+                left.discard(name)
+                if not left and quantize is not None:
+                    quantize(model.layers[i], quant)
+        if expected:
+            names = sorted(expected)
+            more = f" (+{len(names) - 8} more)" if len(names) > 8 else ""
+            raise CheckpointError(
+                f"checkpoint is missing {len(names)} tensors: {', '.join(names[:8])}{more}"
+            )
+        if config.tie_embeddings:
+            model.lm_head.weight = model.embed.weight
+        if isinstance(quant, dict) and quant.get("lm_head"):
+            quantize(model, quant)  # only lm_head is still a float nn.Linear here
+        model.eval()
+        return cls(
+            model,
+            config,
+            device=device,
+            dtype=dtype,
+            max_context=max_context,
+            cache_tokens=cache_tokens,
+            block_size=block_size,
+        )
+
+    # ---- streams ------------------------------------------------------------------------
+
+    def new_stream(self) -> int:
+        return self.cache.new_stream()
+
+    def fork(self, stream: int) -> int:
+        return self.cache.fork(stream)
+
+    def free(self, stream: int) -> None:
+        self.cache.free(stream)
+
+    # ---- forward passes -----------------------------------------------------------------
+
+    def _check_ids(self, ids: list[int]) -> None:
+        v = self.config.vocab_size
+        bad = [t for t in ids if not 0 <= t < v]
+        if bad:
+            raise ValueError(f"token ids out of range for vocab size {v}: {bad[:5]}")
+
+    def step(self, streams: list[int], ids: list[list[int]]) -> torch.Tensor:
+        """Append `ids[i]` to stream i (all at once) and return each stream's last logits."""
+        if not streams or any(not x for x in ids):
+            raise ValueError("step() needs at least one stream and one id per stream")
+        flat = [t for x in ids for t in x]
+        self._check_ids(flat)
+        for s, x in zip(streams, ids):
+            end = self.cache.length(s) + len(x)
+            if end > self.max_context:
+                raise ContextOverflowError(
+                    f"stream {s} would reach {end} tokens, beyond the model's context of "
+                    f"{self.max_context}; free it or start a shorter one"
+                )
+        with torch.inference_mode():
+            batch = self.cache.plan(streams, [len(x) for x in ids])
+            last = torch.tensor(batch.q_lens, device=self.device).cumsum(0) - 1
+            tokens = torch.tensor(flat, dtype=torch.long, device=self.device)
+            logits = self.model(tokens, batch.positions, self.cache, batch, logits_at=last)
+        return logits.float()
+
+    def prefill(self, stream: int, ids: list[int]) -> torch.Tensor:
+        """Feed `ids` to `stream` (chunked for long prompts); logits after the last id."""
+        logits = None
+        for i in range(0, len(ids), _PREFILL_CHUNK):
+            logits = self.step([stream], [ids[i : i + _PREFILL_CHUNK]])
+        if logits is None:
+            raise ValueError("prefill() needs at least one token id")
+        return logits[0]
+
+    def decode_step(self, streams: list[int], last_tokens: list[int]) -> torch.Tensor:
+        """One new token per live stream, decoded as one batch: logits `[B, vocab]`."""
+        return self.step(streams, [[t] for t in last_tokens])
+
+    def forward_logits(self, ids: list[int]) -> torch.Tensor:
+        """Logits `[T, vocab]` at every position of one sequence (no cache involved)."""
+        if not ids:
+            raise ValueError("forward_logits() needs at least one token id")
+        self._check_ids(ids)
+        if len(ids) > self.max_context:
+            raise ContextOverflowError(
+                f"{len(ids)} tokens exceed the model's context of {self.max_context}"
+            )
+        with torch.inference_mode():
+            tokens = torch.tensor(ids, dtype=torch.long, device=self.device)
+            positions = torch.arange(len(ids), device=self.device)
+            return self.model(tokens, positions).float()
+
+    # ---- generation ---------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        settings: GenerationSettings,
+        stop_token_ids: Iterable[int] = (),
+    ) -> Iterator[int]:
+        """Yield new token ids; a stop token is yielded last (so callers can tell stop from
+        length). Closing the iterator frees the stream's cache blocks at once.
+
+        Raises ContextOverflowError (before any work) when the prompt plus max_new_tokens
+        does not fit `max_context`.
+        """
+        validate_settings(settings)
+        prompt_ids = list(prompt_ids)
+        if not prompt_ids:
+            raise ValueError("generate() needs a non-empty prompt")
+        self._check_ids(prompt_ids)
+        total = len(prompt_ids) + settings.max_new_tokens
+        if total > self.max_context:
+            raise ContextOverflowError(
+                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {settings.max_new_tokens} "
+                f"= {total} tokens exceeds the model's context of {self.max_context}; shorten "
+                "the conversation or lower max_new_tokens"
+            )
+        return self._generate(prompt_ids, settings, frozenset(stop_token_ids))
+
+    def _generate(self, prompt_ids, settings, stops) -> Iterator[int]:
+        if settings.max_new_tokens == 0:
+            return
+        sampler = Sampler(settings, self.config.vocab_size, self.device)
+        sampler.observe(prompt_ids)
+        stream = self.cache.new_stream()
+        try:
+            logits = self.prefill(stream, prompt_ids)
+            for i in range(settings.max_new_tokens):
+                tok = sampler.sample(logits)
+                yield tok
+                if tok in stops or i + 1 == settings.max_new_tokens:
+                    return
+                logits = self.decode_step([stream], [tok])[0]
+        finally:
+            self.cache.free(stream)

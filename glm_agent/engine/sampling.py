@@ -1,0 +1,119 @@
+"""Turn next-token logits into token ids: greedy, temperature, top-k, top-p, repetition penalty.
+
+Semantics follow transformers' logits processors so results are comparable:
+repetition penalty (CTRL) divides positive and multiplies negative logits of every token already
+seen (prompt + output); then temperature; then top-k; then top-p keeps the smallest set of
+most likely tokens whose probability reaches `top_p` (at least one). `temperature == 0` is
+greedy (argmax after the penalty). A seed makes sampling reproducible via a private
+`torch.Generator`; without one each `Sampler` draws a fresh seed.
+
+Public API:
+    Sampler(settings: GenerationSettings, vocab_size: int, device="cpu")
+    Sampler.observe(token_ids: Iterable[int]) -> None      (mark tokens as seen for the penalty)
+    Sampler.sample(logits: Tensor[vocab]) -> int           (also observes the sampled token)
+    Sampler.fork() -> Sampler                              (same settings and seen set; for APAR)
+    process_logits(logits, settings, seen=None) -> Tensor  (the filters, for tests/batched use)
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from glm_agent.core.contracts import GenerationSettings
+
+__all__ = ["Sampler", "process_logits", "validate_settings"]
+
+
+def validate_settings(settings: GenerationSettings) -> None:
+    """Raise ValueError with what to change when a setting is out of range."""
+    if settings.temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {settings.temperature}")
+    if not 0 < settings.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {settings.top_p}")
+    if settings.top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {settings.top_k}")
+    if settings.repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {settings.repetition_penalty}")
+    if settings.max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {settings.max_new_tokens}")
+
+
+def process_logits(
+    logits: torch.Tensor, settings: GenerationSettings, seen: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply penalty, temperature, top-k, top-p to `[..., vocab]` logits (float32 copy).
+
+    Filtered-out tokens get -inf. `seen` is a bool mask `[..., vocab]` of tokens already seen.
+    """
+    x = logits.float().clone()
+    p = settings.repetition_penalty
+    if p != 1.0 and seen is not None:
+        penalized = torch.where(x > 0, x / p, x * p)
+        x = torch.where(seen, penalized, x)
+    if settings.temperature > 0:
+        x = x / settings.temperature
+    k = settings.top_k
+    if 0 < k < x.shape[-1]:
+        kth = torch.topk(x, k, dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if settings.top_p < 1.0:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)
+        probs = sorted_x.softmax(-1)
+        # Drop a token when the mass of the tokens strictly before it already reaches top_p.
+        before = probs.cumsum(-1) - probs
+        drop_sorted = before >= settings.top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        x = x.masked_fill(drop, float("-inf"))
+    return x
+
+
+class Sampler:
+    def __init__(self, settings: GenerationSettings, vocab_size: int, device="cpu") -> None:
+        validate_settings(settings)
+        self.settings = settings
+        self.vocab_size = vocab_size
+        self.device = torch.device(device)
+        self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=self.device)
+        self.generator: torch.Generator | None = None
+        if settings.temperature > 0:
+            self.generator = torch.Generator(device=self.device)
+            if settings.seed is not None:
+                self.generator.manual_seed(settings.seed)
+            else:
+                self.generator.seed()
+
+    @property
+    def greedy(self) -> bool:
+        return self.settings.temperature == 0
+
+    def observe(self, token_ids: Iterable[int]) -> None:
+        ids = [t for t in token_ids if 0 <= t < self.vocab_size]
+        if ids and self.settings.repetition_penalty != 1.0:
+            self.seen[torch.tensor(ids, device=self.device)] = True
+
+    def sample(self, logits: torch.Tensor) -> int:
+        s = self.settings
+        if self.greedy and s.repetition_penalty == 1.0:
+            tok = int(logits.argmax())  # fast path: no copies
+        else:
+            x = process_logits(logits, s, self.seen)
+            if self.greedy:
+                tok = int(x.argmax())
+            else:
+                probs = x.softmax(-1)
+                tok = int(torch.multinomial(probs, 1, generator=self.generator))
+        if s.repetition_penalty != 1.0:
+            self.seen[tok] = True
+        return tok
+
+    def fork(self) -> "Sampler":
+        child = Sampler.__new__(Sampler)
+        child.settings = self.settings
+        child.vocab_size = self.vocab_size
+        child.device = self.device
+        child.seen = self.seen.clone()
+        child.generator = self.generator  # one random stream for the whole request
+        return child

@@ -1,0 +1,241 @@
+"""The Hermes / Qwen2.5 dialect (`<tools>` in the system turn, `<tool_call>` JSON replies).
+
+Render matches Qwen2.5's chat template (ChatML turns, tools as one JSON schema per line,
+tool results as `<tool_response>` blocks inside a user turn). Parsing is tolerant of what
+Qwen2.5-Coder really emits: it rarely uses the `<tool_call>` tags and instead writes the call
+as a ```json fenced block or a bare object, sometimes with doubled braces (its own template
+shows `{{"name": ...}}`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Sequence
+
+from glm_agent.core.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
+from glm_agent.core.events import TextDelta, ToolCallReady
+from glm_agent.core.contracts import ToolSpec
+from glm_agent.models.dialects._json import JSONArgumentsError, find_json_objects, loads_tolerant
+from glm_agent.models.dialects.base import Dialect, ParsedEvent, StreamParser, held_suffix
+from glm_agent.engine.prompt import Prompt, mark
+
+__all__ = ["HermesDialect", "HermesStreamParser", "DEFAULT_SYSTEM"]
+
+DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+TOOLS_INTRO = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_OUTRO = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n'
+    "</tool_call><|im_end|>\n"
+)
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+# Qwen2.5-Coder often echoes the system prompt's `<tools></tools>` block before its call.
+ECHO_OPEN, ECHO_CLOSE = "<tools>", "</tools>"
+FENCE = "```"
+
+
+def _tojson(value: Any) -> str:
+    # The template's `tojson` (as transformers defines it): non-ASCII kept, default separators.
+    return json.dumps(value, ensure_ascii=False)
+
+
+class HermesDialect(Dialect):
+    name = "hermes"
+    stop_strings = ("<|im_end|>", "<|endoftext|>")
+
+    def __init__(self, default_system: str = DEFAULT_SYSTEM):
+        self.default_system = default_system
+
+    def render_prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], add_generation_prompt: bool = True
+    ) -> Prompt:
+        messages = list(messages)
+        # The default system text is ours (markup); a system message is content.
+        first_system = mark(messages[0].content) if messages and isinstance(messages[0], SystemMessage) else None
+        system = first_system if first_system is not None else self.default_system
+        out: list[str] = []
+        if tools:
+            out.append("<|im_start|>system\n" + system)
+            out.append(TOOLS_INTRO)
+            for spec in tools:
+                out.append("\n" + mark(_tojson(spec.openai_schema())))
+            out.append(TOOLS_OUTRO)
+        else:
+            out.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+        for i, message in enumerate(messages):
+            if isinstance(message, UserMessage) or (isinstance(message, SystemMessage) and i > 0):
+                out.append(f"<|im_start|>{message.role}\n{mark(message.content)}<|im_end|>\n")
+            elif isinstance(message, AssistantMessage) and not message.tool_calls:
+                out.append(f"<|im_start|>assistant\n{mark(message.content)}<|im_end|>\n")
+            elif isinstance(message, AssistantMessage):
+                out.append("<|im_start|>assistant")
+                if message.content:
+                    out.append("\n" + mark(message.content))
+                for call in message.tool_calls:
+                    out.append(
+                        '\n<tool_call>\n{"name": "' + mark(call.name) + '", "arguments": '
+                        + mark(_tojson(call.arguments)) + "}\n</tool_call>"
+                    )
+                out.append("<|im_end|>\n")
+            elif isinstance(message, ToolMessage):
+                if i == 0 or not isinstance(messages[i - 1], ToolMessage):
+                    out.append("<|im_start|>user")
+                out.append(f"\n<tool_response>\n{mark(message.content)}\n</tool_response>")
+                if i == len(messages) - 1 or not isinstance(messages[i + 1], ToolMessage):
+                    out.append("<|im_end|>\n")
+        if add_generation_prompt:
+            out.append("<|im_start|>assistant\n")
+        return Prompt.parse("".join(out))
+
+    def parser(self, tools: Sequence[ToolSpec]) -> StreamParser:
+        return HermesStreamParser(tools, stop_strings=self.stop_strings)
+
+
+def call_from_object(value: Any, tools: dict[str, ToolSpec]) -> ToolCall | None:
+    """`{"name": ..., "arguments": {...}}` (or `parameters`) -> ToolCall; None if not a call."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None
+    if set(value) - {"name", "arguments", "parameters", "id", "type"}:
+        return None
+    raw = value.get("arguments", value.get("parameters", {}))
+    if isinstance(raw, str):  # arguments double-encoded as a JSON string
+        try:
+            raw = loads_tolerant(raw)
+        except JSONArgumentsError:
+            spec = tools.get(value["name"])
+            if spec is not None and spec.raw_arg:
+                raw = {spec.raw_arg: raw}
+            else:
+                return ToolCall(name=value["name"], raw_arguments=value.get("arguments"), arguments_error="arguments is a string that is not JSON")
+    if not isinstance(raw, dict):
+        return ToolCall(name=value["name"], raw_arguments=json.dumps(raw), arguments_error="arguments must be a JSON object")
+    return ToolCall(name=value["name"], arguments=raw, raw_arguments=json.dumps(raw, ensure_ascii=False))
+
+
+class HermesStreamParser(StreamParser):
+    """Streams text; holds back spans that may be a tool call until they resolve.
+
+    Candidates: a `<tool_call>…</tool_call>` block, a ``` fenced block, or a `{` that starts
+    a line. A candidate that turns out to be no call is released as ordinary text.
+    """
+
+    def __init__(self, tools: Sequence[ToolSpec], stop_strings: Sequence[str] = ("<|im_end|>",)):
+        self.tools = {t.name: t for t in tools}
+        self.stop_strings = tuple(stop_strings)
+        self.buf = ""
+        self.stopped = False
+        self.at_line_start = True
+        self.after_call = False
+
+    def feed(self, text: str) -> list[ParsedEvent]:
+        if self.stopped:
+            return []
+        self.buf += text
+        for stop in self.stop_strings:
+            cut = self.buf.find(stop)
+            if cut >= 0:
+                self.buf, self.stopped = self.buf[:cut], True
+        return self._drain(final=self.stopped)
+
+    def finish(self) -> list[ParsedEvent]:
+        events = self._drain(final=True)
+        self.stopped = True
+        return events
+
+    def _candidate_start(self) -> int:
+        starts = [i for i in (self.buf.find(OPEN), self.buf.find(FENCE), self.buf.find(ECHO_OPEN)) if i >= 0]
+        for match in re.finditer(r"(?:^|\n)[ \t]*\{", self.buf):
+            if match.start() == 0 and not self.at_line_start:
+                continue
+            starts.append(match.end() - 1)
+            break
+        return min(starts) if starts else -1
+
+    def _text(self, events: list[ParsedEvent], text: str) -> None:
+        if self.after_call:  # newlines between consecutive calls are layout, not answer text
+            text = text.lstrip("\n")
+            self.after_call = not text
+        if text:
+            events.append(TextDelta(text))
+            self.at_line_start = text.endswith("\n")
+
+    def _drain(self, final: bool) -> list[ParsedEvent]:
+        events: list[ParsedEvent] = []
+        while self.buf:
+            start = self._candidate_start()
+            if start < 0:
+                hold = 0 if final else held_suffix(self.buf, (OPEN, FENCE, ECHO_OPEN, *self.stop_strings))
+                if not final and self.buf.rstrip(" \t").endswith("\n"):
+                    hold = max(hold, len(self.buf) - len(self.buf.rstrip(" \t")))  # a `{` may follow
+                self._text(events, self.buf[: len(self.buf) - hold])
+                self.buf = self.buf[len(self.buf) - hold :]
+                return events
+            self._text(events, self.buf[:start])
+            self.buf = self.buf[start:]
+            end, calls = self._resolve(final)
+            if end is None:  # the candidate is not complete yet
+                return events
+            if calls or self.buf.startswith(ECHO_OPEN):  # an echoed tools block is never answer text
+                for call in calls:
+                    events.append(ToolCallReady(call))
+                self.at_line_start = self.after_call = True
+            else:  # not a call after all: release its first character as text and go on
+                self._text(events, self.buf[: max(end, 1)])
+                self.buf = self.buf[max(end, 1) :]
+                continue
+            self.buf = self.buf[end:]
+        return events
+
+    def _resolve(self, final: bool) -> tuple[int | None, list[ToolCall]]:
+        """At a candidate start: (chars consumed or None if undecided, calls found)."""
+        buf = self.buf
+        for opening, closing in ((OPEN, CLOSE), (ECHO_OPEN, ECHO_CLOSE)):
+            if buf.startswith(opening):
+                close = buf.find(closing)
+                if close < 0 and not final:
+                    return None, []
+                body = buf[len(opening) : close if close >= 0 else len(buf)]
+                end = close + len(closing) if close >= 0 else len(buf)
+                return end, self._calls_in(body, tagged=opening == OPEN)
+        if buf.startswith(FENCE):
+            close = buf.find(FENCE, len(FENCE))
+            if close < 0 and not final:
+                return None, []
+            end = close + len(FENCE) if close >= 0 else len(buf)
+            body = re.sub(r"^[\w+-]*\n", "", buf[len(FENCE) : end - len(FENCE) if close >= 0 else end], count=1)
+            return end, self._calls_in(body, tagged=False)
+        # A bare object at a line start.
+        if not final and buf.startswith("{{") and buf.count("{") > buf.count("}"):
+            return None, []  # doubled braces: wait until they balance, undoubling is ambiguous before
+        objects = find_json_objects(buf)
+        # A stray extra `{` before the object (`{{"name": ..., "arguments": {...}}`) is noise.
+        if objects and not buf[: objects[0][0]].strip("{ \t"):
+            _, end, value = objects[0]
+            while end < len(buf) and buf[end] == "}" and buf[:end].count("{") > buf[:end].count("}"):
+                end += 1  # the closing half of a doubled brace
+            call = call_from_object(value, self.tools)
+            return (end, [call]) if call else (end, [])
+        if not final and buf.count("{") > buf.count("}"):
+            return None, []  # still open
+        return 1, []
+
+    def _calls_in(self, body: str, tagged: bool) -> list[ToolCall]:
+        calls = []
+        for _, _, value in find_json_objects(body):
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                call = call_from_object(item, self.tools)
+                if call:
+                    calls.append(call)
+        if tagged and not calls:
+            try:
+                loads_tolerant(body)
+            except JSONArgumentsError as exc:
+                name = re.search(r'"name"\s*:\s*"([^"]+)"', body)
+                if name:
+                    return [ToolCall(name=name.group(1), raw_arguments=body.strip(), arguments_error=str(exc))]
+        return calls

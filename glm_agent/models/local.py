@@ -1,0 +1,394 @@
+"""`LocalModel`: the `ChatModel` backed by our own decoder engine.
+
+One turn: render messages + tools (the model's own chat template, else the dialect), encode
+(markup as control tokens, message content as plain text), run `Engine.generate` in a worker thread, turn tokens into text with the incremental
+detokenizer, cut at stop strings, and feed the text to the dialect's streaming parser so
+plain answers stream at once and tool calls come out whole. Events cross from the worker
+thread to the caller's event loop through a queue; leaving the `async for` early (or
+cancelling the task) stops generation within one token.
+
+The model loads on first use, so constructing a LocalModel is instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
+
+from glm_agent.core.messages import Message, ToolMessage
+from glm_agent.core.errors import ContextOverflowError, ModelError
+from glm_agent.core.contracts import GenerationSettings, ToolSpec
+from glm_agent.core.events import ModelDone, ModelEvent, TextDelta, ToolCallReady
+
+if TYPE_CHECKING:
+    import torch
+
+    from glm_agent.engine.loading import Checkpoint
+    from glm_agent.engine.prompt import Prompt
+
+__all__ = ["LocalModel", "resolve_device", "resolve_dtype"]
+
+_DTYPES = {
+    "float32": "float32", "fp32": "float32", "f32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "f16": "float16", "half": "float16",
+}
+_END = object()
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: "str | torch.dtype | None", device: str) -> "torch.dtype":
+    """None: bf16 on CUDA and on CPU (half the memory of fp32, faster matmuls on AVX-512)."""
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    if key is None:
+        raise ModelError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16")
+    return getattr(torch, key)
+
+
+class _StopScanner:
+    """Cuts the text stream at the first stop string, holding back a possible prefix."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.buf = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        from glm_agent.models.dialects.base import held_suffix
+
+        self.buf += text
+        cuts = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
+        if cuts:
+            out, self.buf, self.hit = self.buf[: min(cuts)], "", True
+            return out
+        keep = held_suffix(self.buf, self.stops)
+        out = self.buf[: len(self.buf) - keep]
+        self.buf = self.buf[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out
+
+
+class LocalModel:
+    """A `ChatModel` running a local checkpoint with our engine.
+
+    path_or_name: "embedded" (default), "smollm2", a .gguf file or a checkpoint folder.
+    device: "auto" | "cpu" | "cuda[:n]". dtype: compute dtype (default bf16).
+    quant: "int8" | "int4" | dict | "none": weight-only quantization. None (default) picks int4
+        (lm_head too) for the embedded model on CPU and float otherwise. GGUF sources are quantized once
+        into the cache folder and reloaded from there (`cache_quantized=False` to skip).
+    dialect: override the tool-call dialect ("hermes", "glm4", "glm4_0414").
+    use_template: render with the model's own chat template (default: when it has one and
+        the dialect is not "glm4", whose HF template reads tools from inside messages).
+    apar: APAR parallel decoding (`glm_agent.engine.apar`): the model's `[Fork]` starts a child
+        stream decoded in the same batch; text arrives in document order. Needs an APAR-tuned
+        checkpoint. apar_tokens: (fork, child) token names (default "[Fork]"/"[Child]", then
+        "[SplitMask]"/"[SplitSop]"). apar_options: AparDecoder keywords (max_streams,
+        max_depth, schedule).
+    tool_result_nudge: text appended to tool results (default: the checkpoint's choice; the
+        embedded Qwen-Coder needs it to stop re-calling tools). Pass "" to disable.
+    """
+
+    def __init__(
+        self,
+        path_or_name: str = "embedded",
+        device: str = "auto",
+        dtype: "str | torch.dtype | None" = None,
+        quant: Any = None,
+        dialect: str | None = None,
+        max_context: int | None = None,
+        *,
+        use_template: bool | None = None,
+        tool_result_nudge: str | None = None,
+        settings: GenerationSettings | None = None,
+        progress: bool = True,
+        apar: bool = False,
+        apar_tokens: tuple[str, str] | None = None,
+        apar_options: dict | None = None,
+        cache_quantized: bool = True,
+    ):
+        self.path_or_name = str(path_or_name)
+        self.name = f"local:{self.path_or_name}"
+        self.device = device
+        self.dtype = dtype
+        self.quant = quant
+        self.max_context = max_context
+        self.default_settings = settings or GenerationSettings()
+        self._dialect_name = dialect
+        self._use_template = use_template
+        self._nudge = tool_result_nudge
+        self._progress = progress
+        self.apar = apar
+        self.cache_quantized = cache_quantized
+        self._apar_tokens = apar_tokens
+        self._apar_options = dict(apar_options or {})
+        self._checkpoint: "Checkpoint | None" = None
+        self._engine = None
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.Lock()  # one generation at a time per model
+
+    # ---- loading ----------------------------------------------------------------------------
+    @property
+    def checkpoint(self) -> "Checkpoint":
+        """Config, tokenizer and template (opened on first access; weights not read)."""
+        with self._load_lock:
+            if self._checkpoint is None:
+                from glm_agent.engine.loading import open_checkpoint
+
+                self._checkpoint = open_checkpoint(self.path_or_name, progress=self._progress)
+            return self._checkpoint
+
+    @property
+    def tokenizer(self):
+        return self.checkpoint.tokenizer
+
+    @property
+    def dialect(self):
+        from glm_agent.models.dialects import get_dialect
+
+        return get_dialect(self._dialect_name or self.checkpoint.dialect)
+
+    @property
+    def engine(self):
+        """The loaded engine (weights read and dequantized on first access)."""
+        ck = self.checkpoint
+        with self._load_lock:
+            if self._engine is None:
+                from glm_agent.engine.engine import Engine
+
+                device = resolve_device(self.device)
+                dtype = resolve_dtype(self.dtype, device)
+                quant = self._resolved_quant(device)
+                if quant is not None and ck.source == "gguf" and self.cache_quantized:
+                    config, weights = self._cached_quantized(ck, quant)
+                    quant = None  # the stored tensors are already quantized
+                else:
+                    # GGUF weights are dequantized straight to the compute dtype (one copy only).
+                    config, weights = ck.config, ck.weights(dtype)
+                self._engine = Engine.from_weights(
+                    config, weights, device=device, dtype=dtype,
+                    quant=quant, max_context=self.max_context,
+                )
+            return self._engine
+
+    def _resolved_quant(self, device: str) -> dict | None:
+        """`quant=None` means: int4 (lm_head included) for the embedded model on CPU, float
+        otherwise. bench/cpu_decode.py on 2 cores: 26 tok/s decode vs 8.7 for bf16 (llama.cpp:
+        32), with the same greedy text as llama.cpp."""
+        quant = self.quant
+        if quant is None and self.path_or_name == "embedded" and device == "cpu":
+            quant = {"bits": 4, "group_size": 128, "lm_head": True}
+        if quant is None:
+            return None
+        from glm_agent.engine.quant import normalize_quant
+
+        return normalize_quant(quant)
+
+    def _cached_quantized(self, ck: "Checkpoint", quant: dict):
+        """Quantize a GGUF once into the cache folder and load the stored int4/int8 tensors
+        from then on (re-quantizing 1.5B weights costs about a minute on 2 cores)."""
+        import hashlib
+        import sys
+
+        from glm_agent.engine.embedded import cache_dir
+        from glm_agent.engine.errors import CheckpointError
+        from glm_agent.engine.loaders.quantized import load_quantized_checkpoint, quantize_checkpoint
+
+        st = ck.path.stat()
+        key = hashlib.sha1(f"{ck.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:10]
+        tag = f"int{quant['bits']}" + (f"-g{quant['group_size']}" if quant["group_size"] else "")
+        tag += "-head" if quant["lm_head"] else ""
+        folder = cache_dir() / "quantized" / f"{ck.path.stem}.{tag}.{key}"
+        if not folder.is_dir():
+            if self._progress:
+                print(f"glm-agent: quantizing {ck.name} to {tag} once (cached in {folder})", file=sys.stderr)
+            try:
+                quantize_checkpoint(ck.path, folder, quant["bits"], quant["group_size"], quant["lm_head"])
+            except CheckpointError:
+                if not folder.is_dir():  # else another process just finished the same job
+                    raise
+        return load_quantized_checkpoint(folder)
+
+    def load(self) -> "LocalModel":
+        """Load now instead of on the first `stream` call."""
+        self.engine  # noqa: B018
+        return self
+
+    # ---- prompt -----------------------------------------------------------------------------
+    def _nudged(self, messages: Sequence[Message]) -> list[Message]:
+        nudge = self.checkpoint.tool_result_nudge if self._nudge is None else self._nudge
+        if not nudge:
+            return list(messages)
+        return [
+            m.model_copy(update={"content": f"{m.content}\n\n{nudge}"}) if isinstance(m, ToolMessage) else m
+            for m in messages
+        ]
+
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        """The exact prompt text this model is given for `messages` + `tools`."""
+        return self.render_prompt(messages, tools).text
+
+    def render_prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> "Prompt":
+        """The prompt text and which of it is message content (encoded as plain text)."""
+        ck = self.checkpoint
+        messages = self._nudged(messages)
+        dialect_name = self._dialect_name or ck.dialect
+        use = self._use_template
+        if use is None:
+            use = ck.chat_template is not None and dialect_name != "glm4"
+        if use and ck.chat_template is not None:
+            return ck.chat_template.render_prompt(
+                messages, list(tools), add_generation_prompt=True, markup_tokens=ck.tokenizer.markup_tokens
+            )
+        return self.dialect.render_prompt(messages, list(tools), add_generation_prompt=True)
+
+    # ---- generation -------------------------------------------------------------------------
+    async def stream(
+        self,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        settings: GenerationSettings | None = None,
+    ) -> AsyncIterator[ModelEvent]:
+        settings = settings or self.default_settings
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                with self._gen_lock:
+                    if not cancel.is_set():
+                        self._run(messages, tools, settings, put, cancel)
+            except BaseException as exc:  # delivered to the consumer, re-raised there
+                put(exc)
+            finally:
+                put(_END)
+
+        thread = threading.Thread(target=work, name=f"{self.name}-generate", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            # Wait for the worker to leave the engine before anyone reuses it.
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    def _run(self, messages, tools, settings: GenerationSettings, put, cancel: threading.Event) -> None:
+        """Worker thread: prompt -> tokens -> text -> parsed events."""
+        tok = self.tokenizer
+        apar = None
+        if self.apar:  # resolve the control tokens first: a non-APAR model fails clearly
+            from glm_agent.engine.apar import AparDecoder, AparTokens
+
+            apar = AparDecoder(self.engine, AparTokens.from_tokenizer(tok, *(self._apar_tokens or (None, None))),
+                               **self._apar_options)
+        # Only the template's markup may become control tokens: a `<|im_start|>system` inside a
+        # tool result or a web page is encoded as the text it is.
+        ids = tok.encode_prompt(self.render_prompt(messages, tools))
+        engine = self.engine
+        limit = engine.max_context
+        if len(ids) >= limit:
+            raise ContextOverflowError(
+                f"the conversation is {len(ids)} tokens, the model's context is {limit}: "
+                "shorten the conversation (drop old turns or tool output) or raise max_context."
+            )
+        max_new = min(settings.max_new_tokens, limit - len(ids))
+        run_settings = dataclasses.replace(settings, max_new_tokens=max_new)
+        dialect = self.dialect
+        parser = dialect.parser(tools)
+        stops = _StopScanner(list(settings.stop) + list(dialect.stop_strings))
+        stop_ids = set(tok.eos_ids) | set(self.checkpoint.config.eos_token_ids)
+        detok = tok.detokenizer()
+        finish = "length"
+        n = 0
+        saw_call = False
+
+        def emit(text: str) -> None:
+            nonlocal saw_call
+            if not text:
+                return
+            for ev in parser.feed(text):
+                saw_call |= isinstance(ev, ToolCallReady)
+                put(ev)
+
+        if apar is not None:  # tokens come in document order, control tokens dropped
+            gen = apar.generate(ids, run_settings, stop_token_ids=stop_ids)
+        else:
+            gen = engine.generate(ids, run_settings, stop_token_ids=stop_ids)
+        try:
+            for token in gen:
+                n += 1
+                if token in stop_ids:
+                    finish = "stop"
+                    break
+                emit(stops.feed(detok.push(token)))
+                if stops.hit:
+                    finish = "stop"
+                    break
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+        finally:
+            gen.close()  # frees the stream's KV blocks
+        if finish != "cancelled":
+            if not stops.hit:
+                emit(stops.feed(detok.flush()) + stops.flush())
+            for ev in parser.finish():
+                saw_call |= isinstance(ev, ToolCallReady)
+                put(ev)
+        if saw_call:
+            finish = "tool_calls"
+        used = apar.stats.tokens if apar is not None else n  # APAR: every stream's tokens
+        put(ModelDone(finish_reason=finish, prompt_tokens=len(ids), completion_tokens=used))
+
+    async def complete(
+        self, messages: list[Message], tools: list[ToolSpec] = (), settings: GenerationSettings | None = None
+    ) -> tuple[str, list, ModelDone]:
+        """Convenience: run `stream` to the end; (text, tool calls, done)."""
+        text, calls, done = [], [], ModelDone()
+        async for ev in self.stream(messages, list(tools), settings):
+            if isinstance(ev, TextDelta):
+                text.append(ev.text)
+            elif isinstance(ev, ToolCallReady):
+                calls.append(ev.call)
+            else:
+                done = ev
+        return "".join(text), calls, done
+
+    async def aclose(self) -> None:
+        """Drop the engine (frees the weights and KV cache)."""
+        await asyncio.get_running_loop().run_in_executor(None, self._gen_lock.acquire)
+        try:
+            self._engine = None
+        finally:
+            self._gen_lock.release()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._engine is not None else "not loaded"
+        return f"<LocalModel {self.path_or_name!r} {state}>"

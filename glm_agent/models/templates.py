@@ -1,0 +1,247 @@
+"""Render a model's own Jinja chat template, the way transformers' `apply_chat_template` does.
+
+Templates come from the checkpoint (`tokenizer_config.json`, `chat_template.jinja`,
+`chat_template.json`, or GGUF `tokenizer.chat_template`) and are untrusted code, so they run in
+jinja2's immutable sandbox with the same helpers transformers provides (`tojson` without HTML
+escaping, `raise_exception`, `strftime_now`, a `{% generation %}` tag, loop controls).
+Our pydantic messages are turned into the HF/OpenAI dict shape first.
+
+`render_prompt` also says which characters are message content (`glm_agent.engine.prompt`), so
+that a `<|im_start|>` inside a tool result is encoded as text, not as the control token: content
+is followed through the template (`glm_agent.models.template_marks`). When that fails (marks
+cut apart, or a text that differs from the plain rendering), the template is rendered again
+with only the token strings inside content marked, which is safe for any template.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Collection, Sequence
+
+from glm_agent.core.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+)
+from glm_agent.core.errors import ModelError
+from glm_agent.core.contracts import ToolSpec
+from glm_agent.engine.prompt import Prompt
+
+__all__ = [
+    "ChatTemplate",
+    "ChatTemplateError",
+    "messages_to_dicts",
+    "find_chat_template",
+]
+
+
+class ChatTemplateError(ModelError):
+    """The model's chat template failed to render (it raised, or has a syntax error)."""
+
+
+def messages_to_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Our messages as the dicts HF chat templates expect (OpenAI shape, arguments as dicts)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if isinstance(m, (SystemMessage, UserMessage)):
+            out.append({"role": m.role, "content": m.content})
+        elif isinstance(m, AssistantMessage):
+            d: dict[str, Any] = {"role": "assistant", "content": m.content}
+            if m.tool_calls:
+                d["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for c in m.tool_calls
+                ]
+            out.append(d)
+        elif isinstance(m, ToolMessage):
+            out.append(
+                {"role": "tool", "tool_call_id": m.tool_call_id, "name": m.name, "content": m.content}
+            )
+        elif isinstance(m, dict):
+            out.append(dict(m))
+        else:
+            raise TypeError(f"not a message: {m!r}")
+    return out
+
+
+def _environment(marking: bool = False):
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from glm_agent.models.template_marks import MarkingEnvironment
+
+    class GenerationTag(jinja2.ext.Extension):
+        # `{% generation %}...{% endgeneration %}` marks assistant text for training masks;
+        # for rendering it is transparent.
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(
+                lineno
+            )
+
+        def _render(self, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        # jinja's own tojson HTML-escapes '<' '>' '&': templates expect plain JSON.
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
+
+    def strftime_now(fmt):
+        return datetime.now().strftime(fmt)
+
+    env = (MarkingEnvironment if marking else ImmutableSandboxedEnvironment)(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[GenerationTag, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    if marking:
+        env.wrap_filters()
+    return env
+
+
+class ChatTemplate:
+    """A compiled chat template plus the special-token strings it may reference."""
+
+    def __init__(self, source: str, bos_token: str | None = None, eos_token: str | None = None):
+        import jinja2
+
+        self.source = source
+        self.bos_token = bos_token or ""
+        self.eos_token = eos_token or ""
+        self._marking_template: Any = None
+        try:
+            self._template = _environment().from_string(source)
+        except jinja2.exceptions.TemplateSyntaxError as exc:
+            raise ChatTemplateError(
+                f"the model's chat template has a syntax error (line {exc.lineno}): {exc.message}. "
+                "Pass dialect=... to render with a built-in format instead."
+            ) from exc
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def supports_tools(self) -> bool:
+        return "tools" in self.source
+
+    def render(
+        self,
+        messages: Sequence[Message | dict],
+        tools: Sequence[ToolSpec | dict] | None = None,
+        add_generation_prompt: bool = True,
+        **extra: Any,
+    ) -> str:
+        schemas = None
+        if tools:
+            schemas = [t.openai_schema() if isinstance(t, ToolSpec) else dict(t) for t in tools]
+        return self._render(self._template, messages_to_dicts(messages), schemas, add_generation_prompt, extra)
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message | dict],
+        tools: Sequence[ToolSpec | dict] | None = None,
+        add_generation_prompt: bool = True,
+        markup_tokens: Collection[str] = (),
+        **extra: Any,
+    ) -> Prompt:
+        """The rendered text plus where message content is in it (see the module docstring).
+
+        markup_tokens: the tokenizer's special and added token strings; the fallback marks
+        their occurrences inside content. Without them the fallback marks all text as content.
+        """
+        from glm_agent.models.template_marks import mark_content, sanitized
+
+        schemas = [t.openai_schema() if isinstance(t, ToolSpec) else dict(t) for t in tools or ()] or None
+        dicts = sanitized(messages_to_dicts(messages))
+        schemas = sanitized(schemas)
+        plain = self._render(self._template, dicts, schemas, add_generation_prompt, extra)
+        try:
+            if self._marking_template is None:
+                self._marking_template = _environment(marking=True).from_string(self.source)
+            marked = self._render(
+                self._marking_template, mark_content(dicts), mark_content(schemas), add_generation_prompt, extra
+            )
+            prompt = Prompt.parse(marked)
+            if prompt.text == plain:
+                return prompt
+        except Exception:  # noqa: BLE001 (UnbalancedMarks, or a template that trips on Marked)
+            pass  # the template did something content tracking cannot follow: fall back
+        return self._render_fallback(dicts, schemas, add_generation_prompt, extra, markup_tokens)
+
+    def _render_fallback(self, dicts, schemas, add_generation_prompt, extra, markup_tokens) -> Prompt:
+        """Render with the markup-token strings inside content wrapped in marks: the template
+        sees its data unchanged except where content spells a token, and whatever it does to
+        that data, no token text from content can come out unmarked."""
+        from glm_agent.models.template_marks import TokenMarker
+
+        tokens = [t for t in markup_tokens if t]
+        if not tokens:
+            text = self._render(self._template, dicts, schemas, add_generation_prompt, extra)
+            return Prompt(text, ((0, len(text)),) if text else ())
+        marker = TokenMarker(tokens)
+        text = self._render(self._template, marker(dicts), marker(schemas), add_generation_prompt, extra)
+        return Prompt.parse(text, strict=False, reach=marker.longest)
+
+    def _render(self, template, dicts, schemas, add_generation_prompt, extra) -> str:
+        import jinja2
+
+        try:
+            return template.render(
+                messages=dicts,
+                tools=schemas,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                **extra,
+            )
+        except jinja2.exceptions.TemplateError as exc:
+            raise ChatTemplateError(f"the model's chat template refused the conversation: {exc}") from exc
+
+
+def _pick(template: Any, want_tools: bool) -> str | None:
+    """tokenizer_config's chat_template may be a list of {name, template}."""
+    if isinstance(template, str) or template is None:
+        return template
+    named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+    if want_tools and "tool_use" in named:
+        return named["tool_use"]
+    return named.get("default") or next(iter(named.values()), None)
+
+
+def find_chat_template(folder: str | Path, want_tools: bool = True) -> str | None:
+    """The chat template shipped in a checkpoint folder, or None."""
+    folder = Path(folder)
+    jinja_file = folder / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            found = _pick(data.get("chat_template"), want_tools)
+            if found:
+                return found
+    return None
