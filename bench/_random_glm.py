@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = ["GLM4_9B", "SMALL", "random_decoder"]
 
-# glm-4-9b-chat's config (research/inference_anchors.md §2.1).
+# THUDM/glm-4-9b-chat's config.json.
 GLM4_9B = dict(
     arch="glm4", vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_layers=40,
     num_heads=32, num_kv_heads=2, head_dim=128, rope_theta=5e6, rms_norm_eps=1.5625e-7,

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 __all__ = ["main"]
 
 from _random_glm import GLM4_9B, SMALL, random_decoder  # noqa: E402  (bench/ is on sys.path)
+
 QUANTS = {"bf16": None, "fp32": None, "int8": {"bits": 8}, "int4": {"bits": 4, "group_size": 128}}
 
 
@@ -67,13 +68,11 @@ def build_engine(cfg_kw: dict, weights: str, dev, max_context: int, cache_tokens
 
 
 def run_sequential(engine, prompt, n_tokens, dev):
-    from glm_agent.core.contracts import GenerationSettings
-
     sync(dev)
     t = time.perf_counter()
     kv = 0
     count = 0
-    for _ in engine.generate(prompt, GenerationSettings(max_new_tokens=n_tokens), stop_token_ids=()):
+    for _ in engine.generate(prompt, n_tokens, stop_token_ids=()):  # greedy
         count += 1
         if count == n_tokens:  # the stream is still allocated: its blocks are the peak
             kv = engine.cache.memory_bytes()
@@ -83,17 +82,15 @@ def run_sequential(engine, prompt, n_tokens, dev):
 
 def run_apar(engine, prompt, k, detail, head, dev):
     from glm_agent.engine.apar import AparDecoder, AparTokens, ForcedSchedule
-    from glm_agent.core.contracts import GenerationSettings
 
     v = engine.vocab_size
     tokens = AparTokens(fork_id=v - 2, child_id=v - 1)
     sched = ForcedSchedule.structured(k, detail, head_tokens=head)
     total = ForcedSchedule.total_tokens(k, detail, head)
     dec = AparDecoder(engine, tokens, max_streams=max(32, k + 1), schedule=sched)
-    settings = GenerationSettings(max_new_tokens=total)
     sync(dev)
     t = time.perf_counter()
-    for _ in dec.generate(prompt, settings, stop_token_ids={v - 3}):
+    for _ in dec.generate(prompt, total, stop_token_ids={v - 3}):  # greedy
         pass
     sync(dev)
     dt = time.perf_counter() - t

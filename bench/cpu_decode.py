@@ -31,8 +31,8 @@ VARIANTS = {
 
 
 def prompt_ids(ck) -> list[int]:
-    from glm_agent.core.messages import UserMessage
     from glm_agent.core.contracts import ToolSpec
+    from glm_agent.core.messages import UserMessage
     from glm_agent.models.templates import ChatTemplate
 
     py = ToolSpec(
@@ -40,8 +40,8 @@ def prompt_ids(ck) -> list[int]:
         description="Run Python code in a Jupyter kernel and return what it prints.",
         parameters={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
     )
-    assert isinstance(ck.chat_template, ChatTemplate)
-    text = ck.chat_template.render([UserMessage(content="What is 123456789 * 987654321? Use python.")], [py])
+    template = ChatTemplate(ck.chat_template, bos_token=ck.tokenizer.bos_token, eos_token=ck.tokenizer.eos_token)
+    text = template.render([UserMessage(content="What is 123456789 * 987654321? Use python.")], [py])
     return ck.tokenizer.encode(text)
 
 

@@ -12,9 +12,10 @@ What it prints (one run, one device):
   peak memory; prefill tokens/s for a `--prompt-len` prompt (2k);
 - HF `GlmForCausalLM.generate` (bf16, eager PyTorch, no compile) decode tokens/s at batch 1.
 
-Modes: "graph" = the eager decode step captured once as a CUDA graph; "compile" =
-`torch.compile(mode="reduce-overhead")` (Inductor fuses int8 dequantization into the GEMV;
-research §4.2); "eager" = no capture (CPU, --small). Every configuration runs in its own
+Our engine is timed through `bench/static_decoder.py` (an experiment outside the package: a
+static KV cache around the engine's decoder). Modes: "graph" = the eager decode step captured
+once as a CUDA graph; "compile" = `torch.compile(mode="reduce-overhead")` (Inductor fuses int8
+dequantization into the GEMV); "eager" = no capture (CPU, --small). Every configuration runs in its own
 try/except: a failure prints an error row and the table goes on.
 """
 
@@ -30,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _random_glm import GLM4_9B, SMALL, random_decoder  # noqa: E402  (bench/ is on sys.path)
+
 QUANTS = {"bf16": None, "int8": {"bits": 8}, "int4": {"bits": 4, "group_size": 128}}
 
 
@@ -78,7 +80,7 @@ def copy_bandwidth(dev) -> float:
 
 
 def build_model(cfg_kw: dict, quant, dev, dtype):
-    """E1's Decoder with random weights, built layer by layer on `dev`, quantized as it goes."""
+    """The engine's Decoder with random weights, built layer by layer on `dev`, quantized as it goes."""
     return random_decoder(cfg_kw, dtype, dev, quant)
 
 
@@ -124,8 +126,7 @@ def reset_mem(dev):
 
 def run_ours(args, cfg_kw, wname, mode, batches, dev, bw, rows):
     import torch
-
-    from glm_agent.engine.cuda_graphs import StaticDecoder
+    from static_decoder import StaticDecoder  # bench/ is on sys.path
 
     dtype = torch.bfloat16
     reset_mem(dev)
@@ -222,7 +223,7 @@ def run_hf(args, cfg_kw, dev):
     tn = gen(args.hf_tokens)
     tok_s = (args.hf_tokens - 1) / (tn - t1)  # decode only: the first token pays the prefill
     peak = peak_mem(dev)
-    del model
+    model = None  # free it before measuring the next configuration (gen() holds the name)
     reset_mem(dev)
     return tok_s, peak
 

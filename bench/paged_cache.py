@@ -72,9 +72,9 @@ def main() -> None:
             e.prefill(frag, [7] * min(16, ctx - i))
             e.prefill(filler, [7] * 16)
         e.free(filler)
-        assert not e.cache._streams[frag].contiguous
-        tv = _time(lambda: e.decode_step([view], [5]), args.device, args.steps)
-        tg = _time(lambda: e.decode_step([frag], [5]), args.device, args.steps)
+        assert not e.cache.is_contiguous(frag)
+        tv = _time(lambda v=view: e.decode_step([v], [5]), args.device, args.steps)
+        tg = _time(lambda f=frag: e.decode_step([f], [5]), args.device, args.steps)
         print(f"| {ctx} | {tv * 1e3:.2f} | {tg * 1e3:.2f} | {tg / tv:.2f} |")
         e.free(view)
         e.free(frag)
@@ -85,8 +85,8 @@ def main() -> None:
         root = e.new_stream()
         e.prefill(root, [7] * 512)
         streams = [root] + [e.fork(root) for _ in range(b - 1)]
-        tb = _time(lambda: e.decode_step(streams, [5] * b), args.device, args.steps)
-        ts = _time(lambda: [e.decode_step([s], [5]) for s in streams], args.device, max(2, args.steps // b))
+        tb = _time(lambda ss=streams: e.decode_step(ss, [5] * len(ss)), args.device, args.steps)
+        ts = _time(lambda ss=streams: [e.decode_step([s], [5]) for s in ss], args.device, max(2, args.steps // b))
         print(f"| {b} | {tb * 1e3:.2f} | {ts * 1e3:.2f} | {ts / tb:.2f}x |")
         for s in streams:
             e.free(s)

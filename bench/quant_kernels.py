@@ -75,12 +75,12 @@ def main() -> int:
             print(f"{'M':>5}{'dense ms':>10}" + "".join(f"{x + ' ms':>14}{'ratio':>7}" for x in names))
             for rows in (int(r) for r in args.rows.split(",")):
                 x = torch.randn(rows, k, device=dev, dtype=dense_dtype)
-                t_dense = timeit(lambda: torch.nn.functional.linear(x, dense_w), dev, args.reps)
+                t_dense = timeit(lambda x=x, w=dense_w: torch.nn.functional.linear(x, w), dev, args.reps)
                 line = f"{rows:>5}{t_dense:>10.3f}"
                 with torch.no_grad():
                     for name in names:
                         m.kernel = name
-                        t = timeit(lambda: m(x), dev, args.reps)
+                        t = timeit(lambda m=m, x=x: m(x), dev, args.reps)
                         line += f"{t:>14.3f}{t_dense / t:>7.2f}"
                 print(line, flush=True)
     return 0

@@ -71,9 +71,9 @@ async def run_clients(url: str, n: int, rounds: int, max_tokens: int) -> tuple[l
 
 
 async def run_direct(model, rounds: int, max_tokens: int) -> tuple[list[dict], float]:
-    from glm_agent.core.messages import UserMessage
     from glm_agent.core.contracts import GenerationSettings
     from glm_agent.core.events import ModelDone, TextDelta
+    from glm_agent.core.messages import UserMessage
 
     settings = GenerationSettings(max_new_tokens=max_tokens, temperature=0.0)
     out = []
@@ -131,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from glm_agent.models.local import LocalModel
-    from glm_agent.serve.app import create_app, serve_in_thread
+    from glm_agent.serve import create_app, serve_in_thread
 
     load_start = os.getloadavg()[0]  # other work on the machine skews every number below
 

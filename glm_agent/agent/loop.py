@@ -4,7 +4,8 @@
 
 It stops on a final answer (a turn without tool calls) or at `max_steps`. Anything a tool
 does wrong (raises, times out, gets bad arguments, does not exist) becomes an observation
-the model can read; the loop itself only ends on model errors or cancellation.
+the model can read; the loop itself only ends on model errors or cancellation. An empty
+reply is asked for again once, then ends the run with status "empty".
 """
 
 from __future__ import annotations
@@ -14,16 +15,30 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import AsyncIterator, Sequence
 
+from glm_agent.agent.session import (
+    SESSION_FORMAT,
+    SessionFileError,
+    check_session_id,
+    default_home,
+    read_session_file,
+    sessions_root,
+    write_session_file,
+)
+from glm_agent.core.contracts import ChatModel, GenerationSettings, Tool, ToolContext
+from glm_agent.core.errors import ToolArgumentsError
 from glm_agent.core.events import (
     AgentEvent,
     ErrorEvent,
     FinalAnswer,
+    ModelDone,
     RunResult,
     StepStarted,
+    TextDelta,
     TextDeltaEvent,
     ToolCallFinished,
+    ToolCallReady,
     ToolCallStarted,
 )
 from glm_agent.core.messages import (
@@ -37,22 +52,13 @@ from glm_agent.core.messages import (
     messages_adapter,
     new_call_id,
 )
-from glm_agent.agent.session import (
-    SESSION_FORMAT,
-    SessionFileError,
-    check_session_id,
-    default_home,
-    read_session_file,
-    sessions_root,
-    write_session_file,
-)
-from glm_agent.core.contracts import ChatModel, GenerationSettings
-from glm_agent.core.events import ModelDone, TextDelta, ToolCallReady
 from glm_agent.core.terminal import safe_text
-from glm_agent.core.contracts import Tool, ToolContext
-from glm_agent.core.errors import ToolArgumentsError
 
 __all__ = ["Agent", "SessionFileError", "default_home", "SESSION_FORMAT"]
+
+# An empty reply is asked for again this many times, with this note, before the run ends.
+EMPTY_RETRIES = 1
+EMPTY_REPLY_NOTE = "(Your last reply was empty. Answer the request above, or call one of the tools.)"
 
 
 class Agent:
@@ -97,7 +103,6 @@ class Agent:
         self.reset()
         self._failures: dict[str, int] = {}
         self._sync_loop: asyncio.AbstractEventLoop | None = None
-        self.tool_state: dict[str, Any] = {}
         # Tokens of the current (or last) run, kept up to date while it runs: a caller that
         # cancels a run (a timeout) still knows what it cost.
         self.run_usage: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -198,6 +203,7 @@ class Agent:
         self.run_usage = {"prompt_tokens": 0, "completion_tokens": 0}
         specs = [t.spec() for t in self.tools.values()]
         last_text = ""
+        empty_replies = 0
         for step in range(1, self.max_steps + 1):
             yield StepStarted(step=step)
             text_parts: list[str] = []
@@ -231,6 +237,16 @@ class Agent:
                     call.id = new_call_id()
                 seen.add(call.id)
             self.history.append(AssistantMessage(content=text, tool_calls=calls))
+            if not calls and not text.strip():
+                # Nothing at all is no answer: ask once more (the note also changes the prompt,
+                # so a greedy decoder does not repeat itself), then say how the run ended.
+                empty_replies += 1
+                if empty_replies > EMPTY_RETRIES or step == self.max_steps:
+                    yield FinalAnswer(text=text, status="empty")
+                    return
+                self.history.append(UserMessage(content=EMPTY_REPLY_NOTE))
+                continue
+            empty_replies = 0
             if not calls:
                 yield FinalAnswer(text=text, status="completed")
                 return
@@ -270,25 +286,19 @@ class Agent:
 
     async def _call_tool(self, call: ToolCall) -> ToolResult:
         tool = self.tools.get(call.name)
-        if tool is None:
-            owner = next((t for t in self.tools.values() if call.name in t.actions), None)
-            if owner is not None and not call.arguments_error:
-                call = call.model_copy(update={"arguments": {"action": call.name, **call.arguments}})
-                tool = owner
-        if tool is None:
-            available = ", ".join(f"`{n}`" for n in self.tools) or "none"
+        # A call to a tool that does not exist (or that could not be read at all) spends a
+        # budget of its own, as a failing tool does: a model stuck on it is told to stop.
+        budget = tool.max_retries if tool is not None else Tool.max_retries
+        if self._failures.get(call.name, 0) >= budget:
+            what = f"`{call.name}`" if call.name else "a tool call that names no tool"
             return ToolResult(
-                content=f"Error: there is no tool named `{call.name}`. Available tools: {available}.",
-                is_error=True,
-            )
-        budget = tool.max_retries
-        if self._failures.get(tool.name, 0) >= budget:
-            return ToolResult(
-                content=f"Error: `{tool.name}` failed {budget} times in a row and is disabled for the rest "
+                content=f"Error: {what} failed {budget} times in a row and is disabled for the rest "
                 "of this turn. Answer with what you have, or explain what went wrong.",
                 is_error=True,
             )
-        if call.arguments_error:
+        if tool is None:
+            result = self._no_such_tool(call)
+        elif call.arguments_error:
             result = ToolResult(
                 content=f"Error: the arguments for `{tool.name}` could not be parsed ({call.arguments_error}). "
                 f"Call it again with a JSON object matching its schema: {json.dumps(tool.parameters, ensure_ascii=False)}",
@@ -296,11 +306,19 @@ class Agent:
             )
         else:
             result = await self._execute(tool, call)
-        self._failures[tool.name] = self._failures.get(tool.name, 0) + 1 if result.is_error else 0
+        self._failures[call.name] = self._failures.get(call.name, 0) + 1 if result.is_error else 0
         return result
 
+    def _no_such_tool(self, call: ToolCall) -> ToolResult:
+        available = ", ".join(f"`{n}`" for n in self.tools) or "none"
+        if call.name:
+            problem = f"there is no tool named `{call.name}`"
+        else:
+            problem = f"the tool call could not be read ({call.arguments_error or 'it names no tool'})"
+        return ToolResult(content=f"Error: {problem}. Available tools: {available}.", is_error=True)
+
     async def _execute(self, tool: Tool, call: ToolCall) -> ToolResult:
-        ctx = ToolContext(session_id=self.session_id, workspace=self.workspace, state=self.tool_state)
+        ctx = ToolContext(session_id=self.session_id, workspace=self.workspace)
         timeout = tool.timeout if tool.timeout is not None else self.tool_timeout
         try:
             return await asyncio.wait_for(tool.call(dict(call.arguments), ctx), timeout)

@@ -23,6 +23,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from glm_agent.core.errors import GlmAgentError
 from glm_agent.core.messages import Message
 from glm_agent.core.terminal import safe_text
 
@@ -47,7 +48,7 @@ _ROLES = ("system", "user", "assistant", "tool")
 _LEGACY_TEMP_AGE = 3600.0
 
 
-class SessionFileError(ValueError):
+class SessionFileError(GlmAgentError, ValueError):
     """A saved session file that cannot be read back; the message names the file and the field."""
 
 

@@ -11,9 +11,11 @@ from typing import List, Optional
 
 import typer
 
-__all__ = ["app", "provider_options"]
+from glm_agent.cli.errors import command_group
 
-app = typer.Typer(
+__all__ = ["app"]
+
+app = command_group(
     help="Use the browser tool directly: run GLM-4 browser actions, open a page, try a search provider.",
     no_args_is_help=True,
 )
@@ -27,31 +29,16 @@ _ALLOW = typer.Option(None, "--allow", help="Private host[:port] or network the 
 _CHROMIUM = typer.Option(None, "--chromium", help="Chromium executable (default: $GLM_AGENT_CHROMIUM or `chromium`).")
 
 
-def provider_options(search: str | None, index: str | None, searxng_url: str | None) -> tuple[object, dict]:
-    """(provider name or None, options) for `BrowserTool(search=..., search_options=...)`."""
-    if index and not search:
-        search = "local"
-    if searxng_url and not search:
-        search = "searxng"
-    options: dict = {}
-    if search == "local":
-        if not index:
-            raise typer.BadParameter("--search local needs --index (a folder or a site URL)")
-        options["source"] = index
-    elif search == "searxng":
-        if not searxng_url:
-            raise typer.BadParameter("--search searxng needs --searxng-url")
-        options["base_url"] = searxng_url
-    return search, options
-
-
 def _run(actions: list[str], search, index, searxng_url, allow, chromium, page_chars: int) -> None:
     from glm_agent.core.terminal import safe_text
-
     from glm_agent.tools.browser.citations import render_citations
+    from glm_agent.tools.browser.search import provider_options
     from glm_agent.tools.browser.tool import BrowserTool
 
-    name, options = provider_options(search, index, searxng_url)
+    try:
+        name, options = provider_options(search, index, searxng_url)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--search / --index / --searxng-url") from None
 
     async def main() -> int:
         tool = BrowserTool(

@@ -19,14 +19,9 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
-from glm_agent.core.events import (
-    ErrorEvent,
-    FinalAnswer,
-    TextDeltaEvent,
-    ToolCallFinished,
-    ToolCallStarted,
-)
-from glm_agent.agent.loop import Agent, SessionFileError
+from glm_agent.agent.loop import Agent
+from glm_agent.agent.session import SessionFileError
+from glm_agent.core.events import ErrorEvent, FinalAnswer, TextDeltaEvent, ToolCallFinished, ToolCallStarted
 from glm_agent.core.terminal import safe_markdown, safe_text
 from glm_agent.tools.browser.citations import render_citations
 
@@ -129,10 +124,8 @@ class ChatApp:
         self.console.print(Panel(Group(*items), title=title, border_style=style, title_align="left"))
 
     def _show_image(self, path: str) -> None:
-        try:
-            from glm_agent.tools.image import show_image_inline
-        except ImportError:
-            return
+        from glm_agent.tools.image.display import show_image_inline
+
         try:
             show_image_inline(path, self.console, workspace=self.agent.workspace)  # no link followed
         except Exception:  # inline display is a nicety; the path is already printed

@@ -31,18 +31,24 @@ def resolve_eval_model(spec: str) -> tuple[Any, str]:
         from glm_agent.evals.oracle import OracleFactory
 
         return OracleFactory(), "oracle"
-    try:
-        from glm_agent.models.spec import resolve_model
-    except ImportError:  # the CLI's model resolver is not there: the embedded model only
-        if spec != "embedded":
-            raise typer.BadParameter(f"unknown model {spec!r}: use 'embedded' or 'oracle'") from None
-        from glm_agent.models.local import LocalModel
+    from glm_agent.core.errors import GlmAgentError
+    from glm_agent.models.spec import resolve_model
 
-        return LocalModel("embedded"), "embedded"
     try:
         return resolve_model(spec), spec
-    except ValueError as exc:
+    except (ValueError, GlmAgentError) as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _fail(message: object) -> typer.Exit:
+    """Print one error line; the caller raises the returned Exit (status 2: bad input)."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+def _warn(messages: list[str]) -> None:
+    for message in messages:
+        typer.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 @eval_app.command("run")
@@ -63,7 +69,11 @@ def run_cmd(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
 ) -> None:
     """Run suites against a model and write runs.jsonl, overall.json, report.md and a chart."""
+    from glm_agent.core.contracts import GenerationSettings
+    from glm_agent.evals.runner import EvalRunner
+    from glm_agent.evals.runs import RunFolderError
     from glm_agent.evals.suites import SUITE_NAMES, make_suite
+    from glm_agent.evals.task import TaskFileError
 
     names = list(SUITE_NAMES) if suites == ["all"] else suites
     for name in names:
@@ -71,33 +81,29 @@ def run_cmd(
             raise typer.BadParameter(f"unknown suite {name!r}; available: {', '.join(SUITE_NAMES)}")
     if data is not None and len(names) != 1:
         raise typer.BadParameter("--data applies to one suite: run one suite at a time with it")
-    from glm_agent.evals.task import TaskFileError
-
     try:
         suite_objs = [make_suite(n, data=data) for n in names]
         for s in suite_objs:
             s.samples()
     except TaskFileError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2)
-    source, model_name = resolve_eval_model("oracle" if oracle else model)
-    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-
-    def settings_factory(sample_seed: int) -> Any:
-        from glm_agent.core.contracts import GenerationSettings
-
-        kwargs: dict[str, Any] = {"seed": sample_seed, "temperature": temperature}
-        if max_new_tokens:
-            kwargs["max_new_tokens"] = max_new_tokens
-        return GenerationSettings(**kwargs)
-
-    from glm_agent.evals.runner import EvalRunner
-
+        raise _fail(exc) from None
+    settings = GenerationSettings(temperature=temperature)
+    if max_new_tokens:
+        settings.max_new_tokens = max_new_tokens
     runner = EvalRunner(
-        suites=suite_objs, model=source, out=out, limit=limit, concurrency=concurrency, seed=seed,
-        timeout=timeout, max_steps=max_steps, model_name=model_name, progress=not no_progress,
-        keep_workspaces=keep_workspaces, settings_factory=settings_factory,
+        suites=suite_objs, model=None, out=out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), limit=limit,
+        concurrency=concurrency, seed=seed, timeout=timeout, max_steps=max_steps,
+        model_name="oracle" if oracle else model, progress=not no_progress, keep_workspaces=keep_workspaces,
+        settings=settings,
     )
+    # Before the model loads: a folder of another model or other settings is refused at once.
+    try:
+        previous = runner.prepare()
+    except RunFolderError as exc:
+        raise _fail(exc) from None
+    _warn(previous.skipped)
+    source, _ = resolve_eval_model(runner.model_name)
+    runner.model = source
 
     async def main() -> dict:
         try:
@@ -107,15 +113,20 @@ def run_cmd(
             if close is not None:
                 await close()
 
-    summary = asyncio.run(main())
-    _print_summary(summary, out)
+    try:
+        summary = asyncio.run(main())
+    except RunFolderError as exc:
+        raise _fail(exc) from None
+    _warn([w for w in summary.get("warnings", []) if w not in previous.skipped])
+    _print_summary(summary, runner.out)
 
 
 def _print_summary(summary: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"results in {out}")
+    models = ", ".join(repr(m) for m in summary.get("models") or {})
+    table = Table(title=f"results in {out}" + (f" (model {models})" if models else ""))
     for col in ("suite", "n", "score %", "95% CI", "statuses", "avg turns", "avg s"):
         table.add_column(col)
     for name, s in summary["suites"].items():
@@ -131,12 +142,13 @@ def _print_summary(summary: dict, out: Path) -> None:
 def report_cmd(out: Path = typer.Argument(..., help="A run folder (holding runs.jsonl).")) -> None:
     """Recompute overall.json, report.md and the chart from a run folder's runs.jsonl."""
     from glm_agent.evals.report import write_report
+    from glm_agent.evals.runs import RunFolderError
 
     try:
         summary = write_report(out)
-    except FileNotFoundError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2)
+    except RunFolderError as exc:
+        raise _fail(exc) from None
+    _warn(summary.get("warnings", []))
     _print_summary(summary, out)
 
 
@@ -148,10 +160,11 @@ def compare_cmd(
 ) -> None:
     """Per-task wins and losses of run B against run A, per suite."""
     from glm_agent.evals.compare import compare_runs, render_comparison
+    from glm_agent.evals.runs import RunFolderError
 
     try:
         result = compare_runs(a, b)
-    except FileNotFoundError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2)
+    except RunFolderError as exc:
+        raise _fail(exc) from None
+    _warn(result["warnings"])
     typer.echo(render_comparison(result, show=show))

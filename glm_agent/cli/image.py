@@ -9,13 +9,14 @@ from typing import Optional
 
 import typer
 
+from glm_agent.cli.errors import command_group
+
 __all__ = ["app"]
 
-app = typer.Typer(
+app = command_group(
     name="image",
     help="Text-to-image: generate an image with the cogview tool's backends; build the tiny test model.",
     no_args_is_help=True,
-    add_completion=False,
 )
 
 

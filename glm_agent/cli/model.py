@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from glm_agent.cli.errors import command_group, fail
+
 __all__ = ["model_app", "checkpoint_summary"]
 
-model_app = typer.Typer(
+model_app = command_group(
     name="model",
     help="Inspect and convert local models (GGUF files, safetensors folders, 'embedded').",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 
@@ -40,7 +40,7 @@ def checkpoint_summary(ck) -> list[tuple[str, str]]:
         weights = f"{quant.get('bits')}-bit weight-only (group {quant.get('group_size')})"
     else:
         weights = d.get("weights", "float")
-    tmpl = ck.chat_template
+    tmpl = ck.chat_template  # the source text, or None
     rows = [
         ("model", f"{ck.name} ({d.get('model_name', ck.path.name)})"),
         ("path", str(ck.path)),
@@ -58,8 +58,8 @@ def checkpoint_summary(ck) -> list[tuple[str, str]]:
         ("tokenizer", f"{ck.tokenizer.kind}, vocab {ck.tokenizer.vocab_size:,}"
          + (f", pre {d['tokenizer_pre']}" if d.get("tokenizer_pre") else "")),
         ("eos", ", ".join(f"{ck.tokenizer.id_to_token(i)} ({i})" for i in ck.tokenizer.eos_ids)),
-        ("chat template", f"present ({len(tmpl):,} chars{', tools' if tmpl.supports_tools else ''})"
-         if tmpl is not None else "absent (the dialect renders prompts)"),
+        ("chat template", f"present ({len(tmpl):,} chars{', tools' if 'tools' in tmpl else ''})"
+         if tmpl else "absent (the dialect renders prompts)"),
         ("dialect", ck.dialect),
     ]
     if ck.tool_result_nudge:
@@ -85,15 +85,10 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from glm_agent.core.errors import ModelError
     from glm_agent.engine.loading import open_checkpoint
 
     console = Console()
-    try:
-        ck = open_checkpoint(path)
-    except ModelError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+    ck = open_checkpoint(path)
     table = Table(title=f"model {path}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -115,22 +110,16 @@ def quantize(
     from rich.console import Console
     from rich.progress import Progress
 
-    from glm_agent.core.errors import ModelError
     from glm_agent.engine.loaders.quantized import quantize_checkpoint
 
     console = Console()
     if bits not in (4, 8):
-        console.print(f"[red]error:[/red] --bits must be 4 or 8, got {bits}")
-        raise typer.Exit(2)
-    try:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("quantizing", total=None)
-            out = quantize_checkpoint(
-                src, dst, bits, group_size, include_lm_head, overwrite=force,
-                progress=lambda name: bar.update(task, advance=1, description=f"quantizing {name}"),
-            )
-    except ModelError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(f"--bits must be 4 or 8, got {bits}")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("quantizing", total=None)
+        out = quantize_checkpoint(
+            src, dst, bits, group_size, include_lm_head, overwrite=force,
+            progress=lambda name: bar.update(task, advance=1, description=f"quantizing {name}"),
+        )
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     console.print(f"wrote {out} ({size / 1e9:.2f} GB, int{bits}); load it with --model {out}")

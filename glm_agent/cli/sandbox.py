@@ -10,14 +10,16 @@ from typing import List, Optional
 
 import typer
 
+from glm_agent.cli.errors import command_group
+
 __all__ = ["app"]
 
-app = typer.Typer(
+app = command_group(
     name="sandbox",
     help="Sandboxed execution (bubblewrap + resource limits) used by the python and shell tools.",
     no_args_is_help=True,
-    add_completion=False,
 )
+
 
 @app.command("check")
 def check(
@@ -28,12 +30,7 @@ def check(
     import json
     import tempfile
 
-    from glm_agent.sandbox import (
-        KernelSession,
-        SandboxConfig,
-        SandboxError,
-        run_command,
-    )
+    from glm_agent.sandbox import KernelSession, SandboxConfig, run_command
     from glm_agent.sandbox.limits import pids_cgroup_root
     from glm_agent.sandbox.probe import check_rows, format_table, probe_code
 
@@ -49,9 +46,6 @@ def check(
             started = time.perf_counter() - t0
             res = kernel.execute_sync(probe_code(box.hidden_paths(), box.isolated))
             shell = asyncio.run(run_command("grep CapEff /proc/self/status", ws, config))
-        except SandboxError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
         finally:
             if kernel is not None:
                 try:
@@ -94,15 +88,11 @@ def run(
     """Run one command in the sandbox, as the shell tool would, and print its output."""
     import shlex
 
-    from glm_agent.sandbox import SandboxConfig, SandboxError, run_command
+    from glm_agent.sandbox import SandboxConfig, run_command
 
     config = SandboxConfig(memory_mb=memory_mb, network=network, unsafe_no_sandbox=unsafe_no_sandbox,
                            timeout=timeout)
-    try:
-        res = asyncio.run(run_command(shlex.join(command), workspace, config))
-    except SandboxError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    res = asyncio.run(run_command(shlex.join(command), workspace, config))
     typer.echo(res.output, nl=False)
     if res.timed_out:
         typer.echo(f"[timed out after {timeout:g} s]", err=True)

@@ -19,15 +19,21 @@ def resolve_serve_model(spec: str, **options):
 @serve_app.command("serve")
 def serve(
     model: str = typer.Option("embedded", "--model", "-m", help="Model to serve: embedded, smollm2, a checkpoint path, or openai:URL#MODEL."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to your network)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to your network: set --api-key)."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
     quant: str = typer.Option(None, "--quant", help="Weight-only quantization of a local model: int8 or int4."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda[:n] (local models)."),
     served_name: str = typer.Option(None, "--served-name", help="Model id clients send (default: the model's name)."),
+    api_key: str = typer.Option(
+        None, "--api-key", envvar="GLM_AGENT_API_KEY", show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' on every request (prefer the environment variable: "
+        "arguments show in the process list).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
     from glm_agent.core.errors import ModelError
+    from glm_agent.serve.access import is_loopback
 
     try:
         chat_model = resolve_serve_model(model, quant=quant, device=device)
@@ -37,12 +43,16 @@ def serve(
             load()
     except (ModelError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: cannot load model {model!r}: {exc}", err=True)
-        raise typer.Exit(2)
-    from glm_agent.serve.app import run_server
+        raise typer.Exit(2) from None
+    from glm_agent.serve.runner import run_server
 
     name = served_name or getattr(chat_model, "name", model)
-    typer.echo(f"Serving {name!r} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
-    run_server(chat_model, name, host=host, port=port, log_level=log_level)
+    if not api_key and not is_loopback(host):
+        typer.echo(f"warning: {host} is reachable from other machines and no API key is set: anyone who can reach "
+                   "this port can use the model (set --api-key or GLM_AGENT_API_KEY).", err=True)
+    where = f"[{host}]" if ":" in host else host
+    typer.echo(f"Serving {name!r} on http://{where}:{port}/v1{' (API key required)' if api_key else ''} (Ctrl-C stops)", err=True)
+    run_server(chat_model, name, host=host, port=port, log_level=log_level, api_key=api_key or None)
 
 
 if __name__ == "__main__":  # `python -m glm_agent.cli.serve --model smollm2`

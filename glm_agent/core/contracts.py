@@ -20,18 +20,15 @@ __all__ = ["ToolSpec", "GenerationSettings", "ChatModel", "Tool", "ToolContext"]
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """What a model needs to know about a tool.
+    """What a model needs to know about a tool: its name, what it does, its JSON schema.
 
-    `raw_arg` names the argument that receives the raw call body in dialects where a
-    built-in tool takes free text (GLM-4: `python` code, `simple_browser` actions,
-    `cogview` prompts). `glm_builtin` is the GLM-4 template's tool type for those.
+    How a model family spells calls to it (GLM-4's raw-text built-ins, for one) is the
+    dialect's business, decided from the name and the schema.
     """
 
     name: str
     description: str
     parameters: dict[str, Any]
-    raw_arg: str | None = None
-    glm_builtin: str | None = None
 
     def openai_schema(self) -> dict[str, Any]:
         return {
@@ -77,8 +74,6 @@ class ToolContext:
 
     session_id: str
     workspace: Path
-    # Free-form per-session state a tool may keep (e.g. browser page state).
-    state: dict[str, Any] = field(default_factory=dict)
 
 
 class Tool:
@@ -91,23 +86,11 @@ class Tool:
     name: str = ""
     description: str = ""
     parameters: dict[str, Any] = {"type": "object", "properties": {}}
-    raw_arg: str | None = None
-    glm_builtin: str | None = None
     timeout: float | None = None
     max_retries: int = 3
-    # Sub-commands a model may call as if they were tools of their own (small models call
-    # `search(...)` instead of `simple_browser` with action "search"): the agent routes such a
-    # call here with `{"action": name, **arguments}`.
-    actions: tuple[str, ...] = ()
 
     def spec(self) -> ToolSpec:
-        return ToolSpec(
-            name=self.name,
-            description=self.description,
-            parameters=self.parameters,
-            raw_arg=self.raw_arg,
-            glm_builtin=self.glm_builtin,
-        )
+        return ToolSpec(name=self.name, description=self.description, parameters=self.parameters)
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         raise NotImplementedError

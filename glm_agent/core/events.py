@@ -2,12 +2,12 @@
 
 A `ChatModel` yields `TextDelta`, `ToolCallReady` and one final `ModelDone`. The agent loop
 turns those into its own events (steps, text, tool calls and their results, the final
-answer, errors), which the CLI renders and applications consume.
+answer, errors), which the CLI renders and applications consume. All of them are `Event`s:
+pydantic models told apart by their `type`, so any of them serialises to JSON the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, Field
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from glm_agent.core.messages import Message, ToolCall, ToolResult
 
 __all__ = [
+    "Event",
     "TextDelta",
     "ToolCallReady",
     "ModelDone",
@@ -31,27 +32,30 @@ __all__ = [
 ]
 
 
+class Event(BaseModel):
+    """The base of every event: `type` says which one it is."""
+
+    type: str
+
+
 # ---- what a model streams --------------------------------------------------------------
 
 
-@dataclass
-class TextDelta:
+class TextDelta(Event):
+    type: Literal["text_delta"] = "text_delta"
     text: str
-    kind: Literal["text"] = "text"
 
 
-@dataclass
-class ToolCallReady:
+class ToolCallReady(Event):
+    type: Literal["tool_call_ready"] = "tool_call_ready"
     call: ToolCall
-    kind: Literal["tool_call"] = "tool_call"
 
 
-@dataclass
-class ModelDone:
+class ModelDone(Event):
+    type: Literal["model_done"] = "model_done"
     finish_reason: str = "stop"  # stop | length | tool_calls | error
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    kind: Literal["done"] = "done"
 
 
 ModelEvent = Union[TextDelta, ToolCallReady, ModelDone]
@@ -59,38 +63,39 @@ ModelEvent = Union[TextDelta, ToolCallReady, ModelDone]
 
 # ---- what the agent loop yields --------------------------------------------------------
 
-RunStatus = Literal["completed", "max_steps", "error", "cancelled"]
+# "empty": the model gave an empty reply, also when asked again.
+RunStatus = Literal["completed", "max_steps", "error", "cancelled", "empty"]
 
 
-class StepStarted(BaseModel):
+class StepStarted(Event):
     type: Literal["step"] = "step"
     step: int
 
 
-class TextDeltaEvent(BaseModel):
+class TextDeltaEvent(Event):
     type: Literal["text"] = "text"
     text: str
 
 
-class ToolCallStarted(BaseModel):
+class ToolCallStarted(Event):
     type: Literal["tool_call"] = "tool_call"
     call: ToolCall
 
 
-class ToolCallFinished(BaseModel):
+class ToolCallFinished(Event):
     type: Literal["tool_result"] = "tool_result"
     call: ToolCall
     result: ToolResult
     seconds: float = 0.0
 
 
-class FinalAnswer(BaseModel):
+class FinalAnswer(Event):
     type: Literal["final"] = "final"
     text: str
     status: RunStatus = "completed"
 
 
-class ErrorEvent(BaseModel):
+class ErrorEvent(Event):
     type: Literal["error"] = "error"
     message: str
     error_type: str | None = None  # the exception class, e.g. "ContextOverflowError"

@@ -1,6 +1,7 @@
 """APAR: auto-parallel auto-regressive decoding on top of the engine's paged KV cache.
 
-An APAR-tuned model (research/inference_anchors.md §1) writes the "head" of each list item or
+An APAR-tuned model (Liu et al., "APAR: LLMs Can Do Auto-Parallel Auto-Regressive Decoding",
+arXiv:2401.06761; code and checkpoints: github.com/THUDM/APAR) writes the "head" of each list item or
 paragraph, then emits `[Fork]` and goes on with the next item. The runtime then starts a
 *child* stream that writes that item's details:
 
@@ -33,7 +34,7 @@ obey the same rules as sampled ones: a forced `[Fork]` the caps forbid is not ta
     tokens = AparTokens.from_tokenizer(tok)            # "[Fork]"/"[Child]" (or the reference's
                                                        #  "[SplitMask]"/"[SplitSop]")
     dec = AparDecoder(engine, tokens, max_streams=32, max_depth=2, schedule=None)
-    for tok in dec.generate(prompt_ids, settings, stop_token_ids={eos}):
+    for tok in dec.generate(prompt_ids, max_new_tokens, SamplingParams(...), stop_token_ids={eos}):
         ...                                            # document order
     dec.stats                                          # steps, forks, peak streams / KV bytes
 """
@@ -43,8 +44,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Union
 
-from glm_agent.core.contracts import GenerationSettings
-from glm_agent.core.errors import ModelError
+from glm_agent.engine.errors import AparError, ContextOverflowError
+from glm_agent.engine.params import SamplingParams, check_max_new_tokens
 
 __all__ = [
     "AparTokens",
@@ -87,7 +88,7 @@ class AparTokens:
             if fid is not None and cid is not None:
                 return cls(fid, cid)
         names = " or ".join(f"{f or '[Fork]'}/{c or '[Child]'}" for f, c in pairs)
-        raise ModelError(
+        raise AparError(
             f"APAR needs a model fine-tuned with the control tokens {names}, and this tokenizer "
             "has neither pair. Use an APAR-tuned checkpoint (see docs/apar.md), name "
             "its tokens explicitly, or decode without apar."
@@ -250,16 +251,18 @@ class AparDecoder:
     def generate(
         self,
         prompt_ids: list[int],
-        settings: GenerationSettings,
+        max_new_tokens: int,
+        sampling: SamplingParams | None = None,
         stop_token_ids: Iterable[int] = (),
     ) -> Iterator[int]:
-        """Yield the answer's token ids in document order (see the module docstring).
+        """Yield the answer's token ids in document order (see the module docstring);
+        `max_new_tokens` caps the tokens of all streams together.
 
         Closing the iterator frees every stream's blocks at once."""
-        from glm_agent.core.errors import ContextOverflowError
-        from glm_agent.engine.sampling import validate_settings
+        from glm_agent.engine.sampling import Sampler  # torch: imported only to decode
 
-        validate_settings(settings)
+        check_max_new_tokens(max_new_tokens)
+        sampler = Sampler(sampling, self.engine.vocab_size, self.engine.device)
         prompt_ids = list(prompt_ids)
         if not prompt_ids:
             raise ValueError("generate() needs a non-empty prompt")
@@ -269,15 +272,12 @@ class AparDecoder:
                 f"prompt of {len(prompt_ids)} tokens leaves no room in the model's context of "
                 f"{self.engine.max_context}; shorten the conversation"
             )
-        return self._generate(prompt_ids, settings, frozenset(stop_token_ids))
+        return self._generate(prompt_ids, max_new_tokens, sampler, frozenset(stop_token_ids))
 
     # ---- the loop ---------------------------------------------------------------------------
-    def _generate(self, prompt_ids, settings, stops) -> Iterator[int]:
-        from glm_agent.engine.sampling import Sampler
-
+    def _generate(self, prompt_ids, max_new_tokens, sampler, stops) -> Iterator[int]:
         engine, cache = self.engine, self.engine.cache
         self.stats = st = AparStats()
-        sampler = Sampler(settings, engine.vocab_size, engine.device)
         sampler.observe(prompt_ids)
         root = self.root = AparStream((), 1, prompt_ids, sampler)
         fork_id, child_id = self.tokens.fork_id, self.tokens.child_id
@@ -290,8 +290,8 @@ class AparDecoder:
 
         cursor = _Cursor(root, drop)
         live: list[AparStream] = []
-        budget = settings.max_new_tokens
-        fast = sampler.greedy and settings.repetition_penalty == 1.0
+        budget = max_new_tokens
+        fast = sampler.greedy and sampler.params.repetition_penalty == 1.0
         try:
             if budget == 0:
                 st.finish_reason = "length"

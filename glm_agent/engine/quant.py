@@ -13,8 +13,8 @@ CUDA: tinygemm `_convert_weight_to_int4pack`), so they are built from the portab
 
 Kernel choice by device and by the number of rows M in one call (see `choose_kernel`): the packed
 matrix-vector kernels win at small M; beyond `MAX_KERNEL_ROWS` one dequantize + dense GEMM wins
-(research/inference_anchors.md §3.8: tinygemm is 1.78x faster than bf16 at M=1, 0.56x at M=16,
-0.16x at M=64). The "reference" kernel (dequantize to fp32 + matmul) is the portable truth every
+(measured on an H200 with GLM-4-9B linear shapes: tinygemm int4 is 1.78x faster than bf16 at
+M=1, 0.56x at M=16, 0.16x at M=64). The "reference" kernel (dequantize to fp32 + matmul) is the portable truth every
 other path is tested against.
 """
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glm_agent.core.errors import ModelError
+from glm_agent.engine.errors import QuantError
 
 __all__ = [
     "QuantError",
@@ -52,8 +52,8 @@ QUANT_FORMAT = "glm-agent-weight-only-v1"
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 # Largest M that still uses the packed kernel, per (device type, bits); above it: dequantize + GEMM.
-# CPU: bench/quant_kernels.py on the 2-core dev box (AVX512-BF16). CUDA int4: estimated from the
-# H200 table in research §3.8 (tinygemm 0.26 ms vs bf16 0.14 ms per layer at M=16, 0.93 vs 0.15 at
+# CPU: bench/quant_kernels.py on the 2-core dev box (AVX512-BF16). CUDA int4: estimated from
+# H200 timings (tinygemm 0.26 ms vs bf16 0.14 ms per GLM-4-9B layer at M=16, 0.93 vs 0.15 at
 # M=64) and the eager dequantize pass (~15 bytes moved per weight, ~7 bf16 GEMVs = ~1.1 ms per
 # layer), which puts the crossover near M=90. Not yet measured on a GPU: run
 # `bench/quant_kernels.py --device cuda` there and adjust.
@@ -61,14 +61,10 @@ MAX_KERNEL_ROWS: dict[tuple[str, int], int] = {
     ("cpu", 4): 256,  # measured (loaded 2-core box): int4 kernel >= 2x faster than dequantize+GEMM to M=256
     ("cpu", 8): 64,  # int8 kernel wins to M=64, loses ~1.5-3x at M=256
     ("cuda", 4): 64,
-    ("cuda", 8): 1 << 30,  # the cuda_int8 kernel is itself "cast + GEMM" (research §4.2)
+    ("cuda", 8): 1 << 30,  # the cuda_int8 kernel is itself "cast + GEMM"
 }
 
 _ROW_CHUNK = 4096  # quantize this many output rows at a time: bounds fp32 temporaries for lm_head
-
-
-class QuantError(ModelError):
-    """Bad quantization settings or tensors; the message says what to change."""
 
 
 # ---------------------------------------------------------------------------- settings
@@ -399,7 +395,8 @@ def _k_cuda_int4(m: QuantLinear, x: Tensor) -> Tensor:
 def _k_cuda_int8(m: QuantLinear, x: Tensor) -> Tensor:
     """gpt-fast's int8 weight-only form; fast at M=1 only under torch.compile with coordinate-descent
     tuning (Inductor fuses the cast into a GEMV). `_weight_int8pack_mm` on CUDA is a naive kernel
-    ~13x slower than bf16 (research §4.2), so it is never used here."""
+    ~13x slower than bf16 (aten/src/ATen/native/cuda/int8mm.cu: one thread per output), so it is
+    never used here."""
     scales = m.packed(("cuda_int8", x.device, x.dtype), lambda: m.scales.to(x.dtype))
     return F.linear(x, m.qweight.to(x.dtype)) * scales
 

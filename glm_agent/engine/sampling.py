@@ -8,11 +8,11 @@ greedy (argmax after the penalty). A seed makes sampling reproducible via a priv
 `torch.Generator`; without one each `Sampler` draws a fresh seed.
 
 Public API:
-    Sampler(settings: GenerationSettings, vocab_size: int, device="cpu")
+    Sampler(params: SamplingParams | None, vocab_size: int, device="cpu")   (None: greedy)
     Sampler.observe(token_ids: Iterable[int]) -> None      (mark tokens as seen for the penalty)
     Sampler.sample(logits: Tensor[vocab]) -> int           (also observes the sampled token)
-    Sampler.fork() -> Sampler                              (same settings and seen set; for APAR)
-    process_logits(logits, settings, seen=None) -> Tensor  (the filters, for tests/batched use)
+    Sampler.fork() -> Sampler                              (same params and seen set; for APAR)
+    process_logits(logits, params, seen=None) -> Tensor    (the filters, for tests/batched use)
 """
 
 from __future__ import annotations
@@ -21,49 +21,35 @@ from typing import Iterable
 
 import torch
 
-from glm_agent.core.contracts import GenerationSettings
+from glm_agent.engine.params import SamplingParams
 
-__all__ = ["Sampler", "process_logits", "validate_settings"]
-
-
-def validate_settings(settings: GenerationSettings) -> None:
-    """Raise ValueError with what to change when a setting is out of range."""
-    if settings.temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {settings.temperature}")
-    if not 0 < settings.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {settings.top_p}")
-    if settings.top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {settings.top_k}")
-    if settings.repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {settings.repetition_penalty}")
-    if settings.max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {settings.max_new_tokens}")
+__all__ = ["Sampler", "SamplingParams", "process_logits"]
 
 
 def process_logits(
-    logits: torch.Tensor, settings: GenerationSettings, seen: torch.Tensor | None = None
+    logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Apply penalty, temperature, top-k, top-p to `[..., vocab]` logits (float32 copy).
 
     Filtered-out tokens get -inf. `seen` is a bool mask `[..., vocab]` of tokens already seen.
     """
     x = logits.float().clone()
-    p = settings.repetition_penalty
+    p = params.repetition_penalty
     if p != 1.0 and seen is not None:
         penalized = torch.where(x > 0, x / p, x * p)
         x = torch.where(seen, penalized, x)
-    if settings.temperature > 0:
-        x = x / settings.temperature
-    k = settings.top_k
+    if params.temperature > 0:
+        x = x / params.temperature
+    k = params.top_k
     if 0 < k < x.shape[-1]:
         kth = torch.topk(x, k, dim=-1).values[..., -1:]
         x = x.masked_fill(x < kth, float("-inf"))
-    if settings.top_p < 1.0:
+    if params.top_p < 1.0:
         sorted_x, order = torch.sort(x, dim=-1, descending=True)
         probs = sorted_x.softmax(-1)
         # Drop a token when the mass of the tokens strictly before it already reaches top_p.
         before = probs.cumsum(-1) - probs
-        drop_sorted = before >= settings.top_p
+        drop_sorted = before >= params.top_p
         drop_sorted[..., 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         x = x.masked_fill(drop, float("-inf"))
@@ -71,31 +57,33 @@ def process_logits(
 
 
 class Sampler:
-    def __init__(self, settings: GenerationSettings, vocab_size: int, device="cpu") -> None:
-        validate_settings(settings)
-        self.settings = settings
+    def __init__(self, params: SamplingParams | None, vocab_size: int, device="cpu") -> None:
+        params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"Sampler needs SamplingParams, got {type(params).__name__}")
+        self.params = params
         self.vocab_size = vocab_size
         self.device = torch.device(device)
         self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=self.device)
         self.generator: torch.Generator | None = None
-        if settings.temperature > 0:
+        if params.temperature > 0:
             self.generator = torch.Generator(device=self.device)
-            if settings.seed is not None:
-                self.generator.manual_seed(settings.seed)
+            if params.seed is not None:
+                self.generator.manual_seed(params.seed)
             else:
                 self.generator.seed()
 
     @property
     def greedy(self) -> bool:
-        return self.settings.temperature == 0
+        return self.params.greedy
 
     def observe(self, token_ids: Iterable[int]) -> None:
         ids = [t for t in token_ids if 0 <= t < self.vocab_size]
-        if ids and self.settings.repetition_penalty != 1.0:
+        if ids and self.params.repetition_penalty != 1.0:
             self.seen[torch.tensor(ids, device=self.device)] = True
 
     def sample(self, logits: torch.Tensor) -> int:
-        s = self.settings
+        s = self.params
         if self.greedy and s.repetition_penalty == 1.0:
             tok = int(logits.argmax())  # fast path: no copies
         else:
@@ -111,7 +99,7 @@ class Sampler:
 
     def fork(self) -> "Sampler":
         child = Sampler.__new__(Sampler)
-        child.settings = self.settings
+        child.params = self.params
         child.vocab_size = self.vocab_size
         child.device = self.device
         child.seen = self.seen.clone()

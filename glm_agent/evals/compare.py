@@ -11,21 +11,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from glm_agent.evals.report import latest_records
-from glm_agent.evals.runner import RUNS_FILE, load_records
+from glm_agent.evals.record import EvalRecord
+from glm_agent.evals.runs import latest_records, mixed_models_warning, read_runs
 
 __all__ = ["compare_runs", "render_comparison"]
 
 
-def _load(folder: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
-    folder = Path(folder)
-    if not (folder / RUNS_FILE).exists():
-        raise FileNotFoundError(f"{folder} has no {RUNS_FILE}: not an eval run folder")
-    return {(r["suite"], r["id"]): r for r in latest_records(load_records(folder))}
+def _load(folder: str | Path, warnings: list[str]) -> dict[tuple[str, str], EvalRecord]:
+    log = read_runs(folder, require=True)
+    warnings += log.skipped
+    mixed = mixed_models_warning(log.records)
+    if mixed:
+        warnings.append(f"{folder}: {mixed}")
+    return {r.key: r for r in latest_records(log.records)}
+
+
+def _models(records: dict[tuple[str, str], EvalRecord]) -> list[str]:
+    return sorted({r.model for r in records.values()})
 
 
 def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
-    ra, rb = _load(a), _load(b)
+    """Per-suite wins, losses and ties of run folder `b` against `a`; `warnings` lists the lines
+    of either `runs.jsonl` that were skipped and folders mixing models. A folder without
+    `runs.jsonl` is a `RunFolderError`."""
+    warnings: list[str] = []
+    ra, rb = _load(a, warnings), _load(b, warnings)
     suites: dict[str, Any] = {}
     for key in sorted(set(ra) | set(rb)):
         suite = key[0]
@@ -38,13 +48,13 @@ def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
             entry["only_b"] += 1
             continue
         x, y = ra[key], rb[key]
-        if x.get("score") is None and y.get("score") is None:
+        if x.score is None and y.score is None:
             continue
-        sx, sy = float(x.get("score") or 0.0), float(y.get("score") or 0.0)
+        sx, sy = x.score or 0.0, y.score or 0.0
         entry["common"] += 1
         entry["score_a"] += sx
         entry["score_b"] += sy
-        row = {"id": key[1], "a": sx, "b": sy, "status_a": x["status"], "status_b": y["status"]}
+        row = {"id": key[1], "a": sx, "b": sy, "status_a": x.status, "status_b": y.status}
         if sy > sx + 1e-9:
             entry["wins"].append(row)
         elif sx > sy + 1e-9:
@@ -55,11 +65,16 @@ def compare_runs(a: str | Path, b: str | Path) -> dict[str, Any]:
         n = entry["common"] or 1
         entry["score_a"] /= n
         entry["score_b"] /= n
-    return {"a": str(a), "b": str(b), "suites": suites}
+    return {"a": str(a), "b": str(b), "models_a": _models(ra), "models_b": _models(rb),
+            "suites": suites, "warnings": warnings}
 
 
 def render_comparison(result: dict[str, Any], show: int = 20) -> str:
-    lines = [f"A = {result['a']}", f"B = {result['b']}", "",
+    def models(side: str) -> str:
+        names = result.get(f"models_{side}") or []
+        return f" (model {', '.join(repr(m) for m in names)})" if names else ""
+
+    lines = [f"A = {result['a']}{models('a')}", f"B = {result['b']}{models('b')}", "",
              f"{'suite':<8}{'common':>8}{'A %':>8}{'B %':>8}{'wins':>6}{'losses':>8}{'ties':>6}{'only A':>8}{'only B':>8}"]
     for suite, e in result["suites"].items():
         lines.append(f"{suite:<8}{e['common']:>8}{100 * e['score_a']:>8.1f}{100 * e['score_b']:>8.1f}"

@@ -13,67 +13,62 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from glm_agent.evals.runner import RUNS_FILE, load_records
-from glm_agent.evals.task import STATUSES, wilson
+from glm_agent.evals.config import RunConfig, read_config
+from glm_agent.evals.record import STATUSES, EvalRecord
+from glm_agent.evals.runs import RunFolderError, latest_records, mixed_models_warning, read_runs
+from glm_agent.evals.suites import SUITE_NAMES, SUITES
+from glm_agent.evals.task import wilson
 
-__all__ = ["summarize", "write_report", "render_markdown", "write_chart", "latest_records"]
+__all__ = ["summarize", "write_report", "render_markdown", "write_chart", "CHART_FILE"]
 
 CHART_FILE = "scores.png"
-
-
-def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per (suite, id): the last one written wins."""
-    by_key: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in records:
-        by_key[(r["suite"], r["id"])] = r
-    return list(by_key.values())
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def summarize(records: list[dict[str, Any]], suites: dict[str, Any] | None = None) -> dict[str, Any]:
+def summarize(records: list[EvalRecord], suites: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-suite scores, intervals, status counts and per-sample cost averages."""
     records = latest_records(records)
     suites = suites or {}
     out: dict[str, Any] = {"suites": {}, "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    names = sorted({r["suite"] for r in records}, key=lambda n: (list(suites).index(n) if n in suites else 99, n))
+    names = sorted({r.suite for r in records}, key=lambda n: (list(suites).index(n) if n in suites else 99, n))
     for name in names:
-        rs = [r for r in records if r["suite"] == name]
-        judged = [r for r in rs if r.get("score") is not None]
-        scores = [float(r["score"]) for r in judged]
-        passed = sum(1 for r in judged if r.get("passed"))
+        rs = [r for r in records if r.suite == name]
+        scores = [r.score for r in rs if r.score is not None]
+        passed = sum(1 for r in rs if r.score is not None and r.passed)
         lo, hi = wilson(sum(scores), len(scores))
-        statuses = Counter(r["status"] for r in rs)
+        statuses = Counter(r.status for r in rs)
         suite = suites.get(name)
         entry = {
             "n": len(rs),
-            "judged": len(judged),
+            "judged": len(scores),
             "score": _mean(scores),
             "ci95": [lo, hi],
             "passed": passed,
-            "success_rate": passed / len(judged) if judged else 0.0,
+            "success_rate": passed / len(scores) if scores else 0.0,
             "metric": getattr(suite, "metric", "success rate"),
             "statuses": {s: statuses[s] for s in STATUSES if statuses.get(s)},
-            "avg_steps": _mean([r.get("steps", 0) for r in rs]),
-            "avg_prompt_tokens": _mean([r.get("prompt_tokens", 0) for r in rs]),
-            "avg_completion_tokens": _mean([r.get("completion_tokens", 0) for r in rs]),
-            "avg_seconds": _mean([r.get("seconds", 0.0) for r in rs]),
-            "avg_tool_calls": _mean([r.get("tool_calls", 0) for r in rs]),
-            "invalid_calls": sum(r.get("invalid_calls", 0) for r in rs),
+            "avg_steps": _mean([r.steps for r in rs]),
+            "avg_prompt_tokens": _mean([r.prompt_tokens for r in rs]),
+            "avg_completion_tokens": _mean([r.completion_tokens for r in rs]),
+            "avg_seconds": _mean([r.seconds for r in rs]),
+            "avg_tool_calls": _mean([r.tool_calls for r in rs]),
+            "invalid_calls": sum(r.invalid_calls for r in rs),
         }
         if suite is not None and hasattr(suite, "aggregate"):
             entry.update(suite.aggregate(rs))
         out["suites"][name] = entry
     suite_scores = [s["score"] for s in out["suites"].values() if s["judged"]]
+    out["models"] = dict(sorted(Counter(r.model for r in records).items()))
     out["overall"] = {
         "suites": len(out["suites"]),
         "samples": len(records),
         "macro_score": _mean(suite_scores),
-        "total_seconds": sum(r.get("seconds", 0.0) for r in records),
-        "total_prompt_tokens": sum(r.get("prompt_tokens", 0) for r in records),
-        "total_completion_tokens": sum(r.get("completion_tokens", 0) for r in records),
+        "total_seconds": sum(r.seconds for r in records),
+        "total_prompt_tokens": sum(r.prompt_tokens for r in records),
+        "total_completion_tokens": sum(r.completion_tokens for r in records),
     }
     return out
 
@@ -82,15 +77,22 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def render_markdown(summary: dict[str, Any], records: list[dict[str, Any]], config: dict[str, Any]) -> str:
+def _cell(text: str, width: int = 100) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:width]
+
+
+def render_markdown(summary: dict[str, Any], records: list[EvalRecord], config: dict[str, Any]) -> str:
     records = latest_records(records)
     lines = ["# Evaluation report", ""]
-    if config:
-        lines.append(
-            f"Model `{config.get('model') or '?'}` · limit {config.get('limit')} · concurrency "
-            f"{config.get('concurrency')} · seed {config.get('seed')} · generated {summary['generated']}"
-        )
-        lines.append("")
+    models = summary.get("models") or {}
+    model = ", ".join(f"`{m}`" for m in models) if models else f"`{config.get('model') or '?'}`"
+    lines.append(
+        f"Model {model} · limit {config.get('limit')} · concurrency {config.get('concurrency')} · "
+        f"seed {config.get('seed')} · generated {summary['generated']}"
+    )
+    lines.append("")
+    if summary.get("warnings"):
+        lines += ["**Warnings**", ""] + [f"- {_cell(w, 300)}" for w in summary["warnings"]] + [""]
     lines += [
         "| suite | metric | n | judged | score % | 95% CI | passed | statuses | avg turns | avg prompt tok | avg completion tok | avg s |",
         "|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",
@@ -125,13 +127,11 @@ def render_markdown(summary: dict[str, Any], records: list[dict[str, Any]], conf
         "| suite | id | status | score | turns | prompt tok | completion tok | tool calls | s | detail |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in sorted(records, key=lambda r: (r["suite"], r["id"])):
-        score = "-" if r.get("score") is None else f"{r['score']:.2f}"
-        detail = (r.get("detail") or "").replace("|", "\\|").replace("\n", " ")[:100]
+    for r in sorted(records, key=lambda r: r.key):
+        score = "-" if r.score is None else f"{r.score:.2f}"
         lines.append(
-            f"| {r['suite']} | {r['id']} | {r['status']} | {score} | {r.get('steps', 0)} | "
-            f"{r.get('prompt_tokens', 0)} | {r.get('completion_tokens', 0)} | {r.get('tool_calls', 0)} | "
-            f"{r.get('seconds', 0):.1f} | {detail} |"
+            f"| {r.suite} | {r.id} | {r.status} | {score} | {r.steps} | {r.prompt_tokens} | "
+            f"{r.completion_tokens} | {r.tool_calls} | {r.seconds:.1f} | {_cell(r.detail)} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -163,27 +163,35 @@ def write_chart(summary: dict[str, Any], path: Path) -> Path:
 
 
 def write_report(out: str | Path, suites: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Recompute and write overall.json, report.md and the chart for run folder `out`."""
+    """Recompute and write overall.json, report.md and the chart for run folder `out`.
+
+    Lines of `runs.jsonl` that are not records, a damaged `config.json` and records of several
+    models are listed under the summary's `warnings` (and in report.md); a folder without
+    `runs.jsonl` is a `RunFolderError`.
+    """
     out = Path(out)
-    if not (out / RUNS_FILE).exists():
-        raise FileNotFoundError(f"{out} has no {RUNS_FILE}: not an eval run folder")
+    log = read_runs(out, require=True)
+    warnings = list(log.skipped)
+    try:
+        config = read_config(out) or RunConfig()
+    except RunFolderError as exc:
+        warnings.append(f"{exc}; the report header leaves its settings out")
+        config = None
     if suites is None:
-        suites = _suites_by_name(out)
-    records = load_records(out)
-    summary = summarize(records, suites)
-    config_path = out / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    summary["config"] = config
-    (out / "overall.json").write_text(json.dumps(summary, indent=2))
-    (out / "report.md").write_text(render_markdown(summary, records, config))
-    if summary["suites"]:
-        write_chart(summary, out / CHART_FILE)
+        names = {r.suite for r in log.records}
+        suites = {n: SUITES[n]() for n in SUITE_NAMES if n in names}
+    summary = summarize(log.records, suites)
+    mixed = mixed_models_warning(log.records)
+    if mixed:
+        warnings.append(f"{out}: {mixed}")
+    summary["warnings"] = warnings
+    config_dict = config.model_dump(mode="json") if config is not None else {}
+    summary["config"] = config_dict
+    try:
+        (out / "overall.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (out / "report.md").write_text(render_markdown(summary, log.records, config_dict), encoding="utf-8")
+        if summary["suites"]:
+            write_chart(summary, out / CHART_FILE)
+    except OSError as exc:
+        raise RunFolderError(f"{exc.filename or out}: cannot write the report: {exc.strerror or exc}") from None
     return summary
-
-
-def _suites_by_name(out: Path) -> dict[str, Any]:
-    """Suite objects (not loaded) for the names in a run folder, for metrics and categories."""
-    from glm_agent.evals.suites import SUITE_NAMES, SUITES
-
-    names = {r["suite"] for r in load_records(out)}
-    return {n: SUITES[n]() for n in SUITE_NAMES if n in names}

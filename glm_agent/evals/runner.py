@@ -2,15 +2,16 @@
 
 One asyncio process (no AgentBench HTTP controller): samples run under a semaphore, each in
 its own workspace with its own tool instances. Every finished sample is appended to
-`runs.jsonl` at once, so an interrupted run resumes by skipping the ids already there. An
-exception anywhere in one sample marks that sample (`agent_error` / `task_error`), never the run.
+`runs.jsonl` at once, so an interrupted run resumes by skipping the ids already there; a
+folder of another model or other settings is refused (see `config`). An exception anywhere in
+one sample marks that sample (`agent_error` / `task_error`), never the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-import json
 import re
 import shutil
 import time
@@ -19,11 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from glm_agent.evals.task import EnvironmentSetupError, Judgement, Sample, SampleEnv, Suite, UnsupportedSample, select_samples
+from glm_agent.core.contracts import GenerationSettings
+from glm_agent.core.errors import ContextOverflowError
+from glm_agent.evals.config import RunConfig, check_resume, write_config
+from glm_agent.evals.record import EvalRecord
+from glm_agent.evals.report import write_report
+from glm_agent.evals.runs import RUNS_FILE, RunFolderError, RunsLog, append_record, latest_records
+from glm_agent.evals.task import (
+    EnvironmentSetupError,
+    Judgement,
+    Sample,
+    SampleEnv,
+    Suite,
+    UnsupportedSample,
+    select_samples,
+)
 
-__all__ = ["ModelSource", "EvalRunner", "run_eval", "sample_seed", "load_records", "RUNS_FILE"]
+__all__ = ["ModelSource", "EvalRunner", "run_eval", "sample_seed"]
 
-RUNS_FILE = "runs.jsonl"
 # A shared ChatModel, or a factory building one per sample (oracles are per-sample scripts).
 ModelSource = Union[Any, Callable[[Suite, Sample], Any]]
 _JUDGED = {"completed", "task_limit_reached", "invalid_action"}
@@ -35,32 +49,14 @@ def sample_seed(seed: int, suite: str, sample_id: str) -> int:
     return int(digest[:8], 16)
 
 
-def load_records(out: Path) -> list[dict[str, Any]]:
-    """Records of `runs.jsonl`; a torn last line (killed mid-write) is dropped and repaired."""
-    path = Path(out) / RUNS_FILE
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        path.write_bytes(raw)
-    records = []
-    for line in raw.decode("utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "sample"
 
 
 @dataclass
 class EvalRunner:
+    """Runs `suites` with `model` into the run folder `out` (see `run_eval`)."""
+
     suites: list[Suite]
     model: ModelSource
     out: Path
@@ -69,29 +65,55 @@ class EvalRunner:
     seed: int = 0
     timeout: float | None = None  # per sample; None = each suite's own default
     max_steps: int | None = None  # override each suite's step limit
-    model_name: str = ""
+    model_name: str = ""  # recorded in every record; resuming needs the same name
     progress: bool = True
     keep_workspaces: bool = False
-    settings_factory: Callable[[int], Any] | None = None
-    _records: list[dict[str, Any]] = field(default_factory=list)
+    # Generation settings for every sample; each sample gets its own seed (see `sample_seed`).
+    settings: GenerationSettings | None = None
+    _log: RunsLog | None = field(default=None, repr=False)
 
     # -- public ---------------------------------------------------------------------------
-    async def run(self) -> dict[str, Any]:
-        from glm_agent.evals.report import write_report
+    def config(self) -> RunConfig:
+        """What this run records in `config.json`, and what resuming must match."""
+        settings = dataclasses.asdict(self.settings or GenerationSettings())
+        settings.pop("seed", None)
+        return RunConfig(
+            model=self.model_name,
+            suites=[s.name for s in self.suites],
+            data={s.name: _data_path(s.data) for s in self.suites},
+            limit=self.limit,
+            concurrency=self.concurrency,
+            seed=self.seed,
+            timeout=self.timeout,
+            max_steps=self.max_steps,
+            generation=settings,
+        )
 
+    def prepare(self) -> RunsLog:
+        """Check that this run may go into `out` (a new folder, or a run of the same model and
+        settings to resume) and read what is there. `ResumeConflictError` or `RunFolderError`
+        otherwise, before anything is written. `run` calls it when it was not called."""
         self.out = Path(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        previous = load_records(self.out)
-        done = {(r["suite"], r["id"]) for r in previous}
+        self._log = check_resume(self.out, self.config())
+        return self._log
+
+    async def run(self) -> dict[str, Any]:
+        previous = self._log if self._log is not None else self.prepare()
+        self._log = None  # a second `run` checks the folder again
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_config(self.out, self.config())
+            (self.out / RUNS_FILE).touch()  # a run with nothing left to do still leaves a run folder
+        except OSError as exc:
+            raise RunFolderError(f"{exc.filename or self.out}: cannot write the run folder: {exc.strerror or exc}") from None
+        done = {r.key for r in previous.records}
         plan: list[tuple[Suite, list[Sample]]] = []
         for suite in self.suites:
             chosen = select_samples(suite.samples(), self.limit)
             plan.append((suite, [s for s in chosen if (suite.name, s.id) not in done]))
-        self._records = [r for r in previous]
         sem = asyncio.Semaphore(max(1, self.concurrency))
         lock = asyncio.Lock()
-        with self._progress_ui(plan, previous) as ui:
+        with _ProgressUI(plan, previous.records, enabled=self.progress) as ui:
             for suite, samples in plan:
                 if not samples:
                     continue
@@ -100,7 +122,7 @@ class EvalRunner:
                 except Exception as exc:  # e.g. the shop cannot bind: every sample of it fails, not the run
                     for sample in samples:
                         record = self._blank(suite, sample)
-                        record.update(status="task_error", detail=f"suite {suite.name} could not start: {exc}")
+                        record.detail = f"suite {suite.name} could not start: {exc}"
                         self._append(record)
                         ui.advance(suite.name, record)
                     await suite.aclose()
@@ -120,7 +142,7 @@ class EvalRunner:
             _remove_empty_dirs(self.out / "work")
         return write_report(self.out, suites={s.name: s for s in self.suites})
 
-    async def run_sample(self, suite: Suite, sample: Sample) -> dict[str, Any]:
+    async def run_sample(self, suite: Suite, sample: Sample) -> EvalRecord:
         """Run and judge one sample; never raises (except cancellation)."""
         from glm_agent.agent import Agent
         from glm_agent.core.messages import messages_adapter
@@ -130,7 +152,7 @@ class EvalRunner:
             shutil.rmtree(workspace, ignore_errors=True)
         workspace.mkdir(parents=True, exist_ok=True)
         record = self._blank(suite, sample)
-        seed = record["seed"]
+        seed = record.seed
         started = time.perf_counter()
         env: SampleEnv | None = None
         agent = None
@@ -138,20 +160,20 @@ class EvalRunner:
             try:
                 env = await suite.setup(sample, workspace)
             except UnsupportedSample as exc:
-                record.update(status="unsupported_judge", detail=str(exc))
+                _update(record, status="unsupported_judge", detail=str(exc))
                 return record
             except EnvironmentSetupError as exc:
-                record.update(status="task_error", detail=f"environment setup failed: {exc}")
+                _update(record, status="task_error", detail=f"environment setup failed: {exc}")
                 return record
             except Exception as exc:
-                record.update(status="task_error", detail=f"environment setup failed: {type(exc).__name__}: {exc}",
-                              error=traceback.format_exc(limit=6))
+                _update(record, status="task_error", detail=f"environment setup failed: {type(exc).__name__}: {exc}",
+                        error=traceback.format_exc(limit=6))
                 return record
-            record["prompt"] = env.prompt or sample.prompt
-            record["system"] = env.system
+            record.prompt = env.prompt or sample.prompt
+            record.system = env.system
             try:
                 model = self._model_for(suite, sample)
-                settings = self.settings_factory(seed) if self.settings_factory else _default_settings(seed)
+                settings = dataclasses.replace(self.settings or GenerationSettings(), seed=seed)
                 agent = Agent(
                     model,
                     tools=env.tools,
@@ -163,20 +185,21 @@ class EvalRunner:
                     session_id=f"{suite.name}-{_safe(sample.id)}",
                 )
             except Exception as exc:
-                record.update(status="agent_error", detail=f"could not build the agent: {exc}",
-                              error=traceback.format_exc(limit=6))
+                _update(record, status="agent_error", detail=f"could not build the agent: {exc}",
+                        error=traceback.format_exc(limit=6))
                 return record
             timeout = self.timeout or suite.sample_timeout
             result = None
             try:
-                result = await asyncio.wait_for(agent.run(record["prompt"]), timeout)
+                result = await asyncio.wait_for(agent.run(record.prompt), timeout)
             except asyncio.TimeoutError:
-                record.update(status="timeout", detail=f"no answer within {timeout:g} s")
+                _update(record, status="timeout", detail=f"no answer within {timeout:g} s")
             except Exception as exc:  # the agent itself crashed: this sample only
-                record.update(status=_status_for_exception(exc), detail=f"{type(exc).__name__}: {exc}",
-                              error=traceback.format_exc(limit=8))
+                _update(record, status=_status_for_exception(exc), detail=f"{type(exc).__name__}: {exc}",
+                        error=traceback.format_exc(limit=8))
             if result is not None:
-                record.update(
+                _update(
+                    record,
                     output=result.output,
                     steps=result.steps,
                     prompt_tokens=result.prompt_tokens,
@@ -184,31 +207,31 @@ class EvalRunner:
                     error=result.error,
                     messages=messages_adapter.dump_python(list(result.messages), mode="json"),
                 )
-                record["status"] = _status_for_result(result, env)
+                record.status = _status_for_result(result, env)
             else:
                 history = list(getattr(agent, "history", []))
-                record["messages"] = messages_adapter.dump_python(history, mode="json")
-                record["steps"] = sum(1 for m in history if getattr(m, "role", "") == "assistant")
-                record.update(getattr(agent, "run_usage", {}))  # what the cut-off run had cost so far
-            calls, invalid = _count_calls(record["messages"], {t.name for t in env.tools})
-            record.update(tool_calls=calls, invalid_calls=invalid)
-            if record["status"] in _JUDGED and result is not None:
+                record.messages = messages_adapter.dump_python(history, mode="json")
+                record.steps = sum(1 for m in history if getattr(m, "role", "") == "assistant")
+                _update(record, **getattr(agent, "run_usage", {}))  # what the cut-off run had cost so far
+            calls, invalid = _count_calls(record.messages, {t.name for t in env.tools})
+            _update(record, tool_calls=calls, invalid_calls=invalid)
+            if record.status in _JUDGED and result is not None:
                 try:
                     judgement = await suite.judge(sample, env, result)
                 except UnsupportedSample as exc:
-                    record.update(status="unsupported_judge", detail=str(exc))
+                    _update(record, status="unsupported_judge", detail=str(exc))
                     judgement = None
                 except Exception as exc:
                     judgement = Judgement(0.0, detail=f"judge failed: {type(exc).__name__}: {exc}")
-                    record["error"] = traceback.format_exc(limit=6)
+                    record.error = traceback.format_exc(limit=6)
                 if judgement is not None:
-                    record.update(score=judgement.score, passed=judgement.passed,
-                                  detail=judgement.detail, judge=judgement.info)
-            elif record["status"] not in ("unsupported_judge", "task_error"):
-                record.update(score=0.0, passed=False)
+                    _update(record, score=judgement.score, passed=judgement.passed,
+                        detail=judgement.detail, judge=judgement.info)
+            elif record.status not in ("unsupported_judge", "task_error"):
+                _update(record, score=0.0, passed=False)
             return record
         finally:
-            record["seconds"] = round(time.perf_counter() - started, 3)
+            record.seconds = round(time.perf_counter() - started, 3)
             if agent is not None:
                 try:
                     await agent.aclose()
@@ -222,67 +245,38 @@ class EvalRunner:
                 shutil.rmtree(workspace, ignore_errors=True)
 
     # -- internals -------------------------------------------------------------------------
-    def _blank(self, suite: Suite, sample: Sample) -> dict[str, Any]:
+    def _blank(self, suite: Suite, sample: Sample) -> EvalRecord:
         """A sample's record before it runs (status task_error until something better is known)."""
-        return {
-            "suite": suite.name,
-            "id": sample.id,
-            "category": sample.category,
-            "model": self.model_name,
-            "seed": sample_seed(self.seed, suite.name, sample.id),
-            "status": "task_error",
-            "score": None,
-            "passed": None,
-            "detail": "",
-            "judge": {},
-            "output": "",
-            "error": None,
-            "steps": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "tool_calls": 0,
-            "invalid_calls": 0,
-            "seconds": 0.0,
-            "prompt": sample.prompt,
-            "system": None,
-            "messages": [],
-        }
+        return EvalRecord(
+            suite=suite.name,
+            id=sample.id,
+            category=sample.category,
+            model=self.model_name,
+            seed=sample_seed(self.seed, suite.name, sample.id),
+            status="task_error",
+            prompt=sample.prompt,
+        )
 
     def _model_for(self, suite: Suite, sample: Sample) -> Any:
         if hasattr(self.model, "stream"):
             return self.model
         return self.model(suite, sample)
 
-    def _append(self, record: dict[str, Any]) -> None:
-        self._records.append(record)
-        with (self.out / RUNS_FILE).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            f.flush()
+    def _append(self, record: EvalRecord) -> None:
+        append_record(self.out, record)
 
-    def _write_config(self) -> None:
-        path = self.out / "config.json"
-        config = {
-            "model": self.model_name,
-            "suites": [s.name for s in self.suites],
-            "data": {s.name: str(s.data) if s.data else None for s in self.suites},
-            "limit": self.limit,
-            "concurrency": self.concurrency,
-            "seed": self.seed,
-            "timeout": self.timeout,
-            "max_steps": self.max_steps,
-        }
-        if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                old = {}
-            config["suites"] = sorted(set(old.get("suites", [])) | set(config["suites"]))
-            config["data"] = {**old.get("data", {}), **config["data"]}
-            config["resumed"] = int(old.get("resumed", 0)) + 1
-        path.write_text(json.dumps(config, indent=2))
 
-    def _progress_ui(self, plan: list[tuple[Suite, list[Sample]]], previous: list[dict]) -> "_ProgressUI":
-        return _ProgressUI(plan, previous, enabled=self.progress)
+def _update(record: EvalRecord, **fields: Any) -> None:
+    for name, value in fields.items():
+        setattr(record, name, value)
+
+
+def _data_path(data: Path | None) -> str | None:
+    """A suite's task file as recorded in config.json: absolute, so a resume from another
+    directory compares the same file (a name that is not a path, like `bfcl`, stays as it is)."""
+    if data is None:
+        return None
+    return str(data.resolve()) if data.exists() else str(data)
 
 
 def _remove_empty_dirs(root: Path) -> None:
@@ -299,15 +293,7 @@ def _remove_empty_dirs(root: Path) -> None:
         pass
 
 
-def _default_settings(seed: int) -> Any:
-    from glm_agent.core.contracts import GenerationSettings
-
-    return GenerationSettings(seed=seed)
-
-
 def _status_for_exception(exc: BaseException) -> str:
-    from glm_agent.core.errors import ContextOverflowError
-
     if isinstance(exc, ContextOverflowError):
         return "context_limit"
     return "agent_error"
@@ -315,7 +301,7 @@ def _status_for_exception(exc: BaseException) -> str:
 
 def _status_for_result(result: Any, env: SampleEnv) -> str:
     status = result.status
-    if status == "completed":
+    if status in ("completed", "empty"):  # an empty answer is judged like any other (and fails)
         return "completed"
     if status == "max_steps":
         if env.stop_after_tools:
@@ -354,13 +340,13 @@ def _count_calls(messages: list[dict], tool_names: set[str]) -> tuple[int, int]:
 class _ProgressUI:
     """A rich progress bar per suite whose description carries the live score."""
 
-    def __init__(self, plan: list[tuple[Suite, list[Sample]]], previous: list[dict], enabled: bool):
+    def __init__(self, plan: list[tuple[Suite, list[Sample]]], previous: list[EvalRecord], enabled: bool):
         self.enabled = enabled
         self.plan = plan
         self.stats: dict[str, list[float]] = {}
-        for r in previous:
-            if r.get("score") is not None:
-                self.stats.setdefault(r["suite"], []).append(r["score"])
+        for r in latest_records(previous):
+            if r.score is not None:
+                self.stats.setdefault(r.suite, []).append(r.score)
         self.progress = None
         self.tasks: dict[str, Any] = {}
 
@@ -389,9 +375,9 @@ class _ProgressUI:
             return "score  -"
         return f"score {100 * sum(values) / len(values):5.1f}% ({len(values)})"
 
-    def advance(self, suite: str, record: dict) -> None:
-        if record.get("score") is not None:
-            self.stats.setdefault(suite, []).append(record["score"])
+    def advance(self, suite: str, record: EvalRecord) -> None:
+        if record.score is not None:
+            self.stats.setdefault(suite, []).append(record.score)
         if self.progress is not None:
             self.progress.update(self.tasks[suite], advance=1, score=self._score(suite))
 

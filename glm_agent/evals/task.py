@@ -13,12 +13,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, get_args
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from glm_agent.core.errors import GlmAgentError
+from glm_agent.evals.record import STATUSES, EvalRecord, Status
 
 if TYPE_CHECKING:
+    from glm_agent.core.contracts import Tool
     from glm_agent.core.events import RunResult
     from glm_agent.core.messages import Message
-    from glm_agent.core.contracts import Tool
 
 __all__ = [
     "Status",
@@ -39,20 +42,7 @@ __all__ = [
     "wilson",
 ]
 
-Status = Literal[
-    "completed",
-    "task_limit_reached",
-    "invalid_action",
-    "context_limit",
-    "agent_error",
-    "timeout",
-    "unsupported_judge",
-    "task_error",
-]
-STATUSES: tuple[str, ...] = get_args(Status)
-
-
-class TaskFileError(ValueError):
+class TaskFileError(GlmAgentError, ValueError):
     """A task file is malformed; the message names the file and the line."""
 
     def __init__(self, path: str | Path, line: int | None, problem: str):
@@ -62,7 +52,7 @@ class TaskFileError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-class EnvironmentSetupError(RuntimeError):
+class EnvironmentSetupError(GlmAgentError, RuntimeError):
     """The sample's environment could not be built here (an init script failed); the runner
     records status `task_error` with this message and does not count the sample."""
 
@@ -71,7 +61,8 @@ class UnsupportedSample(Exception):
     """The sample cannot be run or judged here (e.g. its check script is not shipped).
 
     Raised by `Suite.setup`; the runner records status `unsupported_judge` without calling the
-    model, and the sample does not count towards the score.
+    model, and the sample does not count towards the score. A control-flow signal between a
+    suite and the runner, never shown to a user as an error.
     """
 
 
@@ -97,6 +88,9 @@ class Judgement:
 
     def __post_init__(self) -> None:
         self.score = float(self.score)
+        # A score outside [0, 1] would poison every average; the runner records it as a judge failure.
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"a judgement's score must be in [0, 1], got {self.score!r}")
         if self.passed is None:
             self.passed = self.score >= 1.0 - 1e-9
 
@@ -159,8 +153,22 @@ class Suite:
         raise NotImplementedError
 
     def samples(self) -> list[Sample]:
+        """The suite's tasks; any problem with the task file is a `TaskFileError` naming it."""
         if self._samples is None:
-            samples = self.load()
+            where = self.data or self.name
+            try:
+                samples = self.load()
+            except TaskFileError:
+                raise
+            except UnicodeDecodeError:
+                raise TaskFileError(where, None, "not UTF-8 text (a binary file?)") from None
+            except OSError as exc:
+                raise TaskFileError(exc.filename or where, None, f"cannot be read: {exc.strerror or exc}") from None
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+                # A task file of an unexpected shape (the loaders check the usual mistakes).
+                raise TaskFileError(where, None, f"not a {self.name} task file: {type(exc).__name__}: {exc}") from None
+            if not samples:
+                raise TaskFileError(where, None, "no tasks in this file")
             seen: set[str] = set()
             for s in samples:
                 if s.id in seen:
@@ -187,13 +195,13 @@ class Suite:
         """ScriptedModel turns that replay the sample's gold actions."""
         raise NotImplementedError
 
-    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def aggregate(self, records: list[EvalRecord]) -> dict[str, Any]:
         """Suite-level summary beyond the generic one (e.g. per-category scores)."""
         by_cat: dict[str, list[float]] = {}
         for r in records:
-            if r.get("score") is None:
+            if r.score is None:
                 continue
-            by_cat.setdefault(r.get("category") or "all", []).append(r["score"])
+            by_cat.setdefault(r.category or "all", []).append(r.score)
         return {
             "per_category": {
                 c: {"n": len(v), "score": sum(v) / len(v)} for c, v in sorted(by_cat.items())
@@ -205,36 +213,57 @@ class Suite:
 def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; bad JSON names the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise TaskFileError(path, None, "file not found")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskFileError(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise TaskFileError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-            out.append((lineno, obj))
+    for lineno, raw in enumerate(_read_bytes(path).split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise TaskFileError(path, lineno, "not UTF-8 text (a binary file?)") from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TaskFileError(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:
+            raise TaskFileError(path, lineno, "invalid JSON: nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise TaskFileError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        out.append((lineno, obj))
     return out
 
 
 def read_json(path: str | Path) -> Any:
     path = Path(path)
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TaskFileError(path, raw[: exc.start].count(b"\n") + 1, "not UTF-8 text (a binary file?)") from None
+    if not text.strip():
+        raise TaskFileError(path, None, "the file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaskFileError(path, exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise TaskFileError(path, None, "invalid JSON: nested too deeply") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.is_dir():
+        raise TaskFileError(path, None, "is a folder, not a task file")
     if not path.is_file():
         raise TaskFileError(path, None, "file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TaskFileError(path, exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        return path.read_bytes()
+    except OSError as exc:
+        raise TaskFileError(path, None, f"cannot be read: {exc.strerror or exc}") from None
 
 
 def json_item_lines(path: str | Path, count: int) -> list[int]:
     """Best-effort line numbers of the top-level items of a JSON array (for error messages)."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     lines, depth, in_str, esc, line = [], 0, False, False, 1
     for ch in text:
         if ch == "\n":

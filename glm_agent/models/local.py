@@ -2,7 +2,7 @@
 
 One turn: render messages + tools (the model's own chat template, else the dialect), encode
 (markup as control tokens, message content as plain text), run `Engine.generate` in a worker thread, turn tokens into text with the incremental
-detokenizer, cut at stop strings, and feed the text to the dialect's streaming parser so
+detokenizer, and feed the text to the dialect's streaming parser, which cuts it at stop strings, so
 plain answers stream at once and tool calls come out whole. Events cross from the worker
 thread to the caller's event loop through a queue; leaving the `async for` early (or
 cancelling the task) stops generation within one token.
@@ -13,22 +13,32 @@ The model loads on first use, so constructing a LocalModel is instant.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
-from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence
 
-from glm_agent.core.messages import Message, ToolMessage
-from glm_agent.core.errors import ContextOverflowError, ModelError
 from glm_agent.core.contracts import GenerationSettings, ToolSpec
+from glm_agent.core.errors import ContextOverflowError, ModelError
 from glm_agent.core.events import ModelDone, ModelEvent, TextDelta, ToolCallReady
+from glm_agent.core.messages import Message, ToolMessage
+from glm_agent.engine import errors as engine_errors
+from glm_agent.engine.params import SamplingParams
 
 if TYPE_CHECKING:
     import torch
 
     from glm_agent.engine.loading import Checkpoint
     from glm_agent.engine.prompt import Prompt
+    from glm_agent.models.templates import ChatTemplate
 
-__all__ = ["LocalModel", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "LocalModel",
+    "resolve_device",
+    "resolve_dtype",
+    "sampling_params",
+    "model_error",
+    "engine_errors_as_model_errors",
+]
 
 _DTYPES = {
     "float32": "float32", "fp32": "float32", "f32": "float32",
@@ -36,6 +46,35 @@ _DTYPES = {
     "float16": "float16", "fp16": "float16", "f16": "float16", "half": "float16",
 }
 _END = object()
+_UNSET = object()
+
+
+def sampling_params(settings: GenerationSettings) -> SamplingParams:
+    """The engine's sampling parameters for the runtime's settings (ValueError when out of range)."""
+    return SamplingParams(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        repetition_penalty=settings.repetition_penalty,
+        seed=settings.seed,
+    )
+
+
+def model_error(exc: engine_errors.EngineError) -> ModelError:
+    """The runtime's error for an engine error: the same message, the engine's error as cause."""
+    kind = ContextOverflowError if isinstance(exc, engine_errors.ContextOverflowError) else ModelError
+    err = kind(str(exc))
+    err.__cause__ = exc
+    return err
+
+
+@contextmanager
+def engine_errors_as_model_errors() -> Iterator[None]:
+    """Raise the engine's errors as `ModelError`s (the boundary between the two layers)."""
+    try:
+        yield
+    except engine_errors.EngineError as exc:
+        raise model_error(exc) from exc
 
 
 def resolve_device(device: str) -> str:
@@ -58,32 +97,6 @@ def resolve_dtype(dtype: "str | torch.dtype | None", device: str) -> "torch.dtyp
     if key is None:
         raise ModelError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16")
     return getattr(torch, key)
-
-
-class _StopScanner:
-    """Cuts the text stream at the first stop string, holding back a possible prefix."""
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = [s for s in stops if s]
-        self.buf = ""
-        self.hit = False
-
-    def feed(self, text: str) -> str:
-        from glm_agent.models.dialects.base import held_suffix
-
-        self.buf += text
-        cuts = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
-        if cuts:
-            out, self.buf, self.hit = self.buf[: min(cuts)], "", True
-            return out
-        keep = held_suffix(self.buf, self.stops)
-        out = self.buf[: len(self.buf) - keep]
-        self.buf = self.buf[len(out) :]
-        return out
-
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
 
 
 class LocalModel:
@@ -140,6 +153,7 @@ class LocalModel:
         self._apar_tokens = apar_tokens
         self._apar_options = dict(apar_options or {})
         self._checkpoint: "Checkpoint | None" = None
+        self._chat_template: Any = _UNSET
         self._engine = None
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()  # one generation at a time per model
@@ -147,13 +161,27 @@ class LocalModel:
     # ---- loading ----------------------------------------------------------------------------
     @property
     def checkpoint(self) -> "Checkpoint":
-        """Config, tokenizer and template (opened on first access; weights not read)."""
-        with self._load_lock:
+        """Config, tokenizer and template source (opened on first access; weights not read)."""
+        with self._load_lock, engine_errors_as_model_errors():
             if self._checkpoint is None:
                 from glm_agent.engine.loading import open_checkpoint
 
                 self._checkpoint = open_checkpoint(self.path_or_name, progress=self._progress)
             return self._checkpoint
+
+    @property
+    def chat_template(self) -> "ChatTemplate | None":
+        """The checkpoint's own chat template, compiled on first use (None: it has none)."""
+        if self._chat_template is _UNSET:
+            from glm_agent.models.templates import ChatTemplate
+
+            ck = self.checkpoint
+            tok = ck.tokenizer
+            self._chat_template = (
+                ChatTemplate(ck.chat_template, bos_token=tok.bos_token, eos_token=tok.eos_token)
+                if ck.chat_template else None
+            )
+        return self._chat_template
 
     @property
     def tokenizer(self):
@@ -169,7 +197,7 @@ class LocalModel:
     def engine(self):
         """The loaded engine (weights read and dequantized on first access)."""
         ck = self.checkpoint
-        with self._load_lock:
+        with self._load_lock, engine_errors_as_model_errors():
             if self._engine is None:
                 from glm_agent.engine.engine import Engine
 
@@ -189,9 +217,9 @@ class LocalModel:
             return self._engine
 
     def _resolved_quant(self, device: str) -> dict | None:
-        """`quant=None` means: int4 (lm_head included) for the embedded model on CPU, float
-        otherwise. bench/cpu_decode.py on 2 cores: 26 tok/s decode vs 8.7 for bf16 (llama.cpp:
-        32), with the same greedy text as llama.cpp."""
+        """`quant=None` means: int4 (lm_head included) for the embedded model on CPU, where it
+        decodes fastest with the same greedy text (bench/cpu_decode.py measures it); float
+        otherwise."""
         quant = self.quant
         if quant is None and self.path_or_name == "embedded" and device == "cpu":
             quant = {"bits": 4, "group_size": 128, "lm_head": True}
@@ -208,7 +236,6 @@ class LocalModel:
         import sys
 
         from glm_agent.engine.embedded import cache_dir
-        from glm_agent.engine.errors import CheckpointError
         from glm_agent.engine.loaders.quantized import load_quantized_checkpoint, quantize_checkpoint
 
         st = ck.path.stat()
@@ -221,7 +248,7 @@ class LocalModel:
                 print(f"glm-agent: quantizing {ck.name} to {tag} once (cached in {folder})", file=sys.stderr)
             try:
                 quantize_checkpoint(ck.path, folder, quant["bits"], quant["group_size"], quant["lm_head"])
-            except CheckpointError:
+            except engine_errors.CheckpointError:
                 if not folder.is_dir():  # else another process just finished the same job
                     raise
         return load_quantized_checkpoint(folder)
@@ -253,8 +280,8 @@ class LocalModel:
         use = self._use_template
         if use is None:
             use = ck.chat_template is not None and dialect_name != "glm4"
-        if use and ck.chat_template is not None:
-            return ck.chat_template.render_prompt(
+        if use and self.chat_template is not None:
+            return self.chat_template.render_prompt(
                 messages, list(tools), add_generation_prompt=True, markup_tokens=ck.tokenizer.markup_tokens
             )
         return self.dialect.render_prompt(messages, list(tools), add_generation_prompt=True)
@@ -279,6 +306,8 @@ class LocalModel:
                 with self._gen_lock:
                     if not cancel.is_set():
                         self._run(messages, tools, settings, put, cancel)
+            except engine_errors.EngineError as exc:  # the runtime's type, for the consumer
+                put(model_error(exc))
             except BaseException as exc:  # delivered to the consumer, re-raised there
                 put(exc)
             finally:
@@ -319,10 +348,10 @@ class LocalModel:
                 "shorten the conversation (drop old turns or tool output) or raise max_context."
             )
         max_new = min(settings.max_new_tokens, limit - len(ids))
-        run_settings = dataclasses.replace(settings, max_new_tokens=max_new)
+        sampling = sampling_params(settings)
         dialect = self.dialect
-        parser = dialect.parser(tools)
-        stops = _StopScanner(list(settings.stop) + list(dialect.stop_strings))
+        # The parser cuts the text at the dialect's and the caller's stop strings.
+        parser = dialect.parser(tools, stop=settings.stop)
         stop_ids = set(tok.eos_ids) | set(self.checkpoint.config.eos_token_ids)
         detok = tok.detokenizer()
         finish = "length"
@@ -338,17 +367,17 @@ class LocalModel:
                 put(ev)
 
         if apar is not None:  # tokens come in document order, control tokens dropped
-            gen = apar.generate(ids, run_settings, stop_token_ids=stop_ids)
+            gen = apar.generate(ids, max_new, sampling, stop_token_ids=stop_ids)
         else:
-            gen = engine.generate(ids, run_settings, stop_token_ids=stop_ids)
+            gen = engine.generate(ids, max_new, sampling, stop_token_ids=stop_ids)
         try:
             for token in gen:
                 n += 1
                 if token in stop_ids:
                     finish = "stop"
                     break
-                emit(stops.feed(detok.push(token)))
-                if stops.hit:
+                emit(detok.push(token))
+                if parser.stopped:
                     finish = "stop"
                     break
                 if cancel.is_set():
@@ -357,8 +386,7 @@ class LocalModel:
         finally:
             gen.close()  # frees the stream's KV blocks
         if finish != "cancelled":
-            if not stops.hit:
-                emit(stops.feed(detok.flush()) + stops.flush())
+            emit(detok.flush())  # nothing, once a stop string was seen
             for ev in parser.finish():
                 saw_call |= isinstance(ev, ToolCallReady)
                 put(ev)

@@ -6,10 +6,10 @@ import asyncio
 import re
 from typing import AsyncIterator, Callable, Sequence, Union
 
-from glm_agent.core.messages import AssistantMessage, Message, ToolCall
 from glm_agent.core.contracts import GenerationSettings, ToolSpec
-from glm_agent.core.events import ModelDone, ModelEvent, TextDelta, ToolCallReady
 from glm_agent.core.errors import ModelError
+from glm_agent.core.events import ModelDone, ModelEvent, TextDelta, ToolCallReady
+from glm_agent.core.messages import AssistantMessage, Message, ToolCall
 
 __all__ = ["ScriptedModel", "Turn"]
 
@@ -65,9 +65,9 @@ class ScriptedModel:
         for piece in pieces:
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield TextDelta(piece)
+            yield TextDelta(text=piece)
         for call in message.tool_calls:
-            yield ToolCallReady(call.model_copy())
+            yield ToolCallReady(call=call.model_copy())
         yield ModelDone(
             finish_reason="tool_calls" if message.tool_calls else "stop",
             prompt_tokens=sum(len(getattr(m, "content", "")) for m in messages) // 4,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from glm_agent.core.contracts import ChatModel
+from glm_agent.core.errors import GlmAgentError
 
 __all__ = ["resolve_model", "load_scripted", "ModelSpecError", "MODEL_SPEC_HELP"]
 
@@ -25,8 +26,8 @@ MODEL_SPEC_HELP = (
 )
 
 
-class ModelSpecError(ValueError):
-    pass
+class ModelSpecError(GlmAgentError, ValueError):
+    """A model spec that names nothing usable; the message lists what is accepted."""
 
 
 def load_scripted(path: str | Path) -> ChatModel:

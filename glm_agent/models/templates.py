@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Collection, Sequence
 
+from glm_agent.core.contracts import ToolSpec
+from glm_agent.core.errors import ModelError
 from glm_agent.core.messages import (
     AssistantMessage,
     Message,
@@ -27,8 +28,7 @@ from glm_agent.core.messages import (
     ToolMessage,
     UserMessage,
 )
-from glm_agent.core.errors import ModelError
-from glm_agent.core.contracts import ToolSpec
+from glm_agent.engine.loading import find_chat_template  # re-exported: files are the engine's
 from glm_agent.engine.prompt import Prompt
 
 __all__ = [
@@ -216,32 +216,3 @@ class ChatTemplate:
             )
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"the model's chat template refused the conversation: {exc}") from exc
-
-
-def _pick(template: Any, want_tools: bool) -> str | None:
-    """tokenizer_config's chat_template may be a list of {name, template}."""
-    if isinstance(template, str) or template is None:
-        return template
-    named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-    if want_tools and "tool_use" in named:
-        return named["tool_use"]
-    return named.get("default") or next(iter(named.values()), None)
-
-
-def find_chat_template(folder: str | Path, want_tools: bool = True) -> str | None:
-    """The chat template shipped in a checkpoint folder, or None."""
-    folder = Path(folder)
-    jinja_file = folder / "chat_template.jinja"
-    if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        path = folder / name
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                continue
-            found = _pick(data.get("chat_template"), want_tools)
-            if found:
-                return found
-    return None

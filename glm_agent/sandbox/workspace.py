@@ -25,6 +25,7 @@ import stat
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from glm_agent.sandbox.errors import SandboxError
 from glm_agent.sandbox.quota import Quota, Usage, measure, quota_exceeded_message
 
 __all__ = [
@@ -44,7 +45,7 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOCT
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-class WorkspaceError(OSError):
+class WorkspaceError(SandboxError, OSError):
     """A workspace file could not be read or written safely; the message says why."""
 
     def __init__(self, message: str):

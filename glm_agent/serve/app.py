@@ -1,398 +1,184 @@
-"""An OpenAI-compatible HTTP server over any ChatModel (`glm-agent serve`).
+"""The ASGI app of `glm-agent serve`: routes, request bodies, answers, error bodies.
 
-`POST /v1/chat/completions` (streamed or not, `tools` in, `tool_calls` out), `GET /v1/models`.
-The model runs on its own thread and event loop, one request at a time in arrival order
-(the local engine decodes a single stream): a long CPU generation never stalls the HTTP side,
-which keeps answering `/v1/models`, validation errors and queued clients. Text deltas are
+`POST /v1/chat/completions` (streamed or not, `tools` or the legacy `functions` in, calls out),
+`GET /v1/models`, `GET /v1/models/{id}`, `GET /health`. Bodies are validated by `validation`,
+answers written by `openai_wire`, generations run by the `EngineWorker`. Text deltas are
 forwarded as the model produces them, tools or not; only the model's own parser decides what
 is a tool call (the GLM basic_demo server buffered whole answers whenever tools were attached).
 
-Errors use OpenAI's body, `{"error": {"message", "type", "param", "code"}}`, so the official
-clients raise their usual exceptions.
+A client that goes away stops its generation at once, streamed or not, and leaves the line if
+it was still waiting: nobody queues behind an answer nobody will read. Errors use OpenAI's
+body, so the official clients raise their usual exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
-import threading
 import time
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Collection
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from glm_agent.core.messages import (
-    AssistantMessage,
-    Message,
-    SystemMessage,
-    ToolCall,
-    ToolMessage,
-    UserMessage,
-    new_call_id,
-)
-from glm_agent.core.contracts import ChatModel, GenerationSettings, ToolSpec
-from glm_agent.core.errors import ContextOverflowError, ModelError
+from glm_agent.core.contracts import ChatModel
+from glm_agent.core.errors import ModelError
 from glm_agent.core.events import ModelDone, ModelEvent, TextDelta, ToolCallReady
-from glm_agent.models.openai import tool_call_from_openai
+from glm_agent.core.messages import ToolCall
+from glm_agent.models.openai_wire import SSE_DONE, AnswerWriter, sse_event
+from glm_agent.serve.access import LOOPBACK_HOSTS, AccessGuard
+from glm_agent.serve.errors import APIError, WorkerClosed, generation_error, unknown_model
+from glm_agent.serve.validation import read_chat_request
+from glm_agent.serve.worker import EngineWorker
 
-__all__ = ["create_app", "APIError", "ChatRequest", "parse_chat_request", "EngineWorker", "run_server", "serve_in_thread"]
+__all__ = ["create_app", "MAX_BODY_BYTES"]
 
 MAX_BODY_BYTES = 8 << 20
-log = logging.getLogger("glm_agent.serve.app")
+log = logging.getLogger("glm_agent.serve")
 
 
-class APIError(Exception):
-    """An error answered with OpenAI's error body."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
 
 
-def _model_error(exc: Exception) -> APIError:
-    """The error body for what generation raised: overflow is the client's 400, the rest our 500."""
-    if isinstance(exc, ContextOverflowError):
-        return APIError(400, str(exc), param="messages", code="context_length_exceeded")
-    if isinstance(exc, ModelError):
-        return APIError(500, f"The model failed: {exc}", type="server_error", code="model_error")
-    # A bug: answer it like any model failure (the connection stays usable) and log the traceback.
-    log.error("generation failed", exc_info=exc)
-    return APIError(500, f"Internal server error: {type(exc).__name__}: {exc}", type="server_error")
+def _failure(exc: BaseException) -> APIError:
+    """`generation_error`, logging the traceback of what can only be a bug (not a ModelError)."""
+    if not isinstance(exc, (ModelError, WorkerClosed)):
+        log.error("generation failed", exc_info=exc)
+    return generation_error(exc)
 
 
-# ---------------------------------------------------------------- request validation
-
-_JSON_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array", dict: "an object"}
+# ---------------------------------------------------------------- request bodies and disconnects
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return {str: "string", int: "integer", float: "number", list: "array", dict: "object"}.get(type(value), type(value).__name__)
-
-
-def _check(value: Any, expected: type | tuple[type, ...], param: str) -> Any:
-    kinds = expected if isinstance(expected, tuple) else (expected,)
-    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        wanted = " or ".join(_JSON_TYPES[k] for k in kinds)
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body (None if the client left while sending it); APIError for a wrong type or size."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
         raise APIError(
-            400, f"Invalid type for '{param}': expected {wanted}, but got {_type_name(value)} instead.", param=param, code="invalid_type"
+            415, f"Content-Type must be application/json, not {media_type or 'missing'!r}.",
+            param="Content-Type", code="unsupported_media_type",
         )
-    return value
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"Request body of {declared} bytes exceeds the {limit}-byte limit.", code="request_too_large")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"Request body exceeds the {limit}-byte limit.", code="request_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return None
+    return b"".join(chunks)
 
 
-def _text(content: Any, param: str) -> str:
-    """A message's content: a string, or an array of text parts."""
-    if content is None:
-        return ""
-    _check(content, (str, list), param)
-    if isinstance(content, str):
-        return content
-    parts = []
-    for i, part in enumerate(content):
-        _check(part, dict, f"{param}[{i}]")
-        if part.get("type") != "text":
-            raise APIError(
-                400,
-                f"Invalid value for '{param}[{i}].type': only 'text' content parts are supported by this model, not {part.get('type')!r}.",
-                param=f"{param}[{i}].type",
-                code="invalid_value",
-            )
-        parts.append(_check(part.get("text"), str, f"{param}[{i}].text"))
-    return "".join(parts)
+async def _disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Returns once the client has gone (the body is read by then, so nothing else can arrive)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
-def _messages(raw: Any) -> list[Message]:
-    if raw is None:
-        raise APIError(400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
-    _check(raw, list, "messages")
-    if not raw:
-        raise APIError(400, "Invalid 'messages': empty array. Expected an array with minimum length 1.", param="messages", code="empty_array")
-    out: list[Message] = []
-    names: dict[str, str] = {}  # tool_call_id -> function name, for tool messages without a name
-    for i, item in enumerate(raw):
-        p = f"messages[{i}]"
-        _check(item, dict, p)
-        role = item.get("role")
-        if role is None:
-            raise APIError(400, f"Missing required parameter: '{p}.role'.", param=f"{p}.role", code="missing_required_parameter")
-        _check(role, str, f"{p}.role")
-        if role in ("system", "developer"):
-            out.append(SystemMessage(content=_text(item.get("content"), f"{p}.content")))
-        elif role == "user":
-            out.append(UserMessage(content=_text(item.get("content"), f"{p}.content")))
-        elif role == "assistant":
-            calls: list[ToolCall] = []
-            raw_calls = item.get("tool_calls") or []
-            _check(raw_calls, list, f"{p}.tool_calls")
-            for j, call in enumerate(raw_calls):
-                q = f"{p}.tool_calls[{j}]"
-                _check(call, dict, q)
-                function = _check(call.get("function"), dict, f"{q}.function")
-                name = _check(function.get("name"), str, f"{q}.function.name")
-                call_id = call.get("id") or new_call_id()
-                _check(call_id, str, f"{q}.id")
-                calls.append(tool_call_from_openai(name, function.get("arguments"), call_id))
-                names[call_id] = name
-            out.append(AssistantMessage(content=_text(item.get("content"), f"{p}.content"), tool_calls=calls))
-        elif role in ("tool", "function"):
-            call_id = item.get("tool_call_id")
-            name = item.get("name")
-            if role == "tool" and call_id is None:
-                raise APIError(400, f"Missing required parameter: '{p}.tool_call_id'.", param=f"{p}.tool_call_id", code="missing_required_parameter")
-            if call_id is None:  # legacy `function` role: answer the last call of that name
-                call_id = next((cid for cid, n in reversed(names.items()) if n == name), new_call_id())
-            _check(call_id, str, f"{p}.tool_call_id")
-            name = name if isinstance(name, str) and name else names.get(call_id, "tool")
-            out.append(ToolMessage(tool_call_id=call_id, name=name, content=_text(item.get("content"), f"{p}.content")))
-        else:
-            raise APIError(
-                400,
-                f"Invalid value: '{role}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.",
-                param=f"{p}.role",
-                code="invalid_value",
-            )
-    return out
+_GONE: Any = object()  # what `_unless_disconnected` returns when the client left first
 
 
-def _tools(raw: Any, legacy: Any, choice: Any) -> list[ToolSpec]:
-    specs: list[ToolSpec] = []
-    if raw is None and legacy is not None:  # the old `functions` parameter
-        raw = [{"type": "function", "function": f} for f in _check(legacy, list, "functions")]
-    for i, item in enumerate(_check(raw, list, "tools") if raw is not None else []):
-        p = f"tools[{i}]"
-        _check(item, dict, p)
-        if item.get("type", "function") != "function":
-            raise APIError(400, f"Invalid value for '{p}.type': only 'function' tools are supported.", param=f"{p}.type", code="invalid_value")
-        function = _check(item.get("function"), dict, f"{p}.function")
-        name = _check(function.get("name"), str, f"{p}.function.name")
-        if not name:
-            raise APIError(400, f"Invalid '{p}.function.name': empty string.", param=f"{p}.function.name", code="invalid_value")
-        parameters = function.get("parameters") or {"type": "object", "properties": {}}
-        _check(parameters, dict, f"{p}.function.parameters")
-        description = _check(function.get("description") or "", str, f"{p}.function.description")
-        specs.append(ToolSpec(name=name, description=description, parameters=parameters))
-    if choice is None or choice in ("auto", "required"):
-        return specs  # `required` cannot be forced on a free-running model; it is treated as `auto`
-    if choice == "none":
-        return []
-    _check(choice, (str, dict), "tool_choice")
-    if isinstance(choice, str):
-        raise APIError(
-            400, f"Invalid value for 'tool_choice': {choice!r}. Supported: 'none', 'auto', 'required' or a named function.",
-            param="tool_choice", code="invalid_value",
-        )
-    name = (choice.get("function") or {}).get("name")
-    chosen = [s for s in specs if s.name == name]
-    if not chosen:
-        raise APIError(400, f"Invalid value for 'tool_choice': no tool named {name!r} in 'tools'.", param="tool_choice", code="invalid_value")
-    return chosen
+async def _unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """`work`'s result, or _GONE once the client disconnects (then `work` is cancelled and awaited)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    await asyncio.wait({task})  # its cleanup (closing the worker stream) runs before we move on
+    for ended in (task, watch):
+        if ended.done() and not ended.cancelled():
+            ended.exception()  # retrieved: the client is gone, there is nobody to tell
+    log.info("client disconnected; its generation was stopped")
+    return _GONE
 
 
-@dataclass
-class ChatRequest:
-    model: str | None
-    messages: list[Message]
-    tools: list[ToolSpec]
-    settings: GenerationSettings
-    stream: bool
-    include_usage: bool
+class _EventStream(StreamingResponse):
+    """Closes its event iterator however the response ends: a disconnect stops the generation at once."""
 
-
-def parse_chat_request(body: Any) -> ChatRequest:
-    """Validate a `/v1/chat/completions` body the way OpenAI does; raise APIError (400) otherwise."""
-    _check(body, dict, "body")
-    model = body.get("model")
-    if model is not None:
-        _check(model, str, "model")
-    messages = _messages(body.get("messages"))
-    tools = _tools(body.get("tools"), body.get("functions"), body.get("tool_choice", body.get("function_call")))
-    settings = GenerationSettings()
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None:
-        name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        if _check(max_tokens, int, name) < 1:
-            raise APIError(400, f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {max_tokens} instead.", param=name, code="integer_below_min_value")
-        settings.max_new_tokens = max_tokens
-    for key, attr, low, high in (("temperature", "temperature", 0.0, 2.0), ("top_p", "top_p", 0.0, 1.0), ("repetition_penalty", "repetition_penalty", 0.0, 10.0)):
-        value = body.get(key)
-        if value is not None:
-            _check(value, float, key)
-            if not low <= value <= high:
-                raise APIError(400, f"Invalid '{key}': expected a value between {low} and {high}, but got {value} instead.", param=key, code="invalid_value")
-            setattr(settings, attr, float(value))
-    if body.get("top_k") is not None:
-        settings.top_k = max(0, _check(body["top_k"], int, "top_k"))
-    if body.get("seed") is not None:
-        settings.seed = _check(body["seed"], int, "seed")
-    stop = body.get("stop")
-    if stop is not None:
-        _check(stop, (str, list), "stop")
-        stops = [stop] if isinstance(stop, str) else [_check(s, str, f"stop[{i}]") for i, s in enumerate(stop)]
-        settings.stop = [s for s in stops if s]
-    n = body.get("n")
-    if n is not None and _check(n, int, "n") != 1:
-        raise APIError(400, "Invalid 'n': this server returns one choice per request (n=1).", param="n", code="invalid_value")
-    if body.get("logprobs"):
-        raise APIError(400, "'logprobs' is not supported by this server.", param="logprobs", code="unsupported_parameter")
-    stream = body.get("stream") is not None and _check(body["stream"], bool, "stream")
-    options = body.get("stream_options")
-    include_usage = False
-    if options is not None:
-        include_usage = bool(_check(options, dict, "stream_options").get("include_usage"))
-    return ChatRequest(model, messages, tools, settings, stream, include_usage)
-
-
-# ---------------------------------------------------------------- the engine worker
-
-
-class _End:
-    pass
-
-
-@dataclass
-class _Failed:
-    error: BaseException
-
-
-class EngineWorker:
-    """Runs `model.stream` on a private thread + event loop, one request at a time (FIFO).
-
-    `stream()` is called from the HTTP loop; events cross over through a queue. Leaving the
-    iteration early (a client that disconnected) cancels the generation, or its place in line.
-    """
-
-    def __init__(self, model: ChatModel):
-        self.model = model
-        self.pending = 0  # requests waiting or running (touched on the HTTP loop only)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._gate: asyncio.Lock | None = None
-        self._start = threading.Lock()
-
-    def _ensure_started(self) -> asyncio.AbstractEventLoop:
-        with self._start:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="glm-agent-engine", daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-        return self._loop
-
-    async def _job(self, messages, tools, settings, put) -> None:
-        if self._gate is None:
-            self._gate = asyncio.Lock()  # created on the engine loop, used only there
+    async def __call__(self, scope, receive, send) -> None:
         try:
-            async with self._gate:
-                events = self.model.stream(messages, tools, settings)
-                try:
-                    async for event in events:
-                        put(event)
-                finally:
-                    closer = getattr(events, "aclose", None)
-                    if closer is not None:
-                        await closer()
-        except BaseException as exc:  # noqa: BLE001 - handed to the HTTP side, which re-raises
-            put(_Failed(exc))
-            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-                raise
-        else:
-            put(_End())
-
-    async def stream(
-        self, messages: list[Message], tools: list[ToolSpec], settings: GenerationSettings
-    ) -> AsyncIterator[ModelEvent]:
-        engine_loop = self._ensure_started()
-        http_loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-
-        def put(item: object) -> None:
-            try:
-                http_loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the HTTP loop is gone (server shut down)
-                pass
-
-        self.pending += 1
-        future = asyncio.run_coroutine_threadsafe(self._job(messages, tools, settings, put), engine_loop)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, _End):
-                    return
-                if isinstance(item, _Failed):
-                    if isinstance(item.error, asyncio.CancelledError):
-                        raise ModelError("the generation was cancelled")
-                    raise item.error
-                yield item
+            await super().__call__(scope, receive, send)
         finally:
-            self.pending -= 1
-            future.cancel()  # no-op when finished; else cancels the task on the engine loop
-
-    async def aclose(self, close_model: bool = False) -> None:
-        loop, self._loop = self._loop, None
-        if loop is not None:  # generations still running at shutdown end here, not mid-air
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_cancel_all(), loop))
-        if close_model:
-            if loop is not None:
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.model.aclose(), loop))
-            else:
-                await self.model.aclose()
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread = self._thread
-            if thread is not None:
-                await asyncio.to_thread(thread.join, 10)
-            if not loop.is_running():
-                loop.close()
+            await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
-async def _cancel_all() -> None:
-    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+# ---------------------------------------------------------------- answers
 
 
-# ---------------------------------------------------------------- responses
+async def _whole_answer(events: AsyncIterator[ModelEvent], writer: AnswerWriter) -> Response:
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    done: ModelDone | None = None
+    try:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+            elif isinstance(event, ToolCallReady):
+                calls.append(event.call)
+            elif isinstance(event, ModelDone):
+                done = event
+    except Exception as exc:  # noqa: BLE001 - every failure is answered with an error body
+        return error_response(_failure(exc))
+    return JSONResponse(writer.completion("".join(text), calls, done))
 
 
-def _openai_call(call: ToolCall) -> dict[str, Any]:
-    if call.arguments_error and call.raw_arguments is not None:
-        arguments = call.raw_arguments  # what the model wrote; the client sees the same error we would
-    else:
-        arguments = json.dumps(call.arguments, ensure_ascii=False)
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}
+async def _first(events: AsyncIterator[ModelEvent]) -> ModelEvent | None:
+    try:
+        return await events.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
-def _finish(done: ModelDone | None, calls: list[ToolCall]) -> str:
-    if calls:
-        return "tool_calls"
-    reason = done.finish_reason if done else "stop"
-    return reason if reason in ("stop", "length") else "stop"
+async def _sse(first: ModelEvent | None, events: AsyncIterator[ModelEvent], writer: AnswerWriter) -> AsyncIterator[str]:
+    calls: list[ToolCall] = []
+    done: ModelDone | None = None
+
+    async def all_events() -> AsyncIterator[ModelEvent]:
+        if first is not None:
+            yield first
+        async for event in events:
+            yield event
+
+    yield sse_event(writer.opening_chunk())
+    try:
+        async for event in all_events():
+            if isinstance(event, TextDelta):
+                if event.text:
+                    yield sse_event(writer.text_chunk(event.text))
+            elif isinstance(event, ToolCallReady):
+                for chunk in writer.call_chunks(len(calls), event.call):
+                    yield sse_event(chunk)
+                calls.append(event.call)
+            elif isinstance(event, ModelDone):
+                done = event
+    except Exception as exc:  # noqa: BLE001 - headers are sent: the error travels as an SSE event
+        yield sse_event(_failure(exc).body())
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    for chunk in writer.closing_chunks(done, calls):
+        yield sse_event(chunk)
+    yield SSE_DONE
 
 
-def _usage(done: ModelDone | None) -> dict[str, int]:
-    p, c = (done.prompt_tokens, done.completion_tokens) if done else (0, 0)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+# ---------------------------------------------------------------- the app
 
 
 def create_app(
@@ -402,11 +188,15 @@ def create_app(
     max_pending: int = 64,
     close_model: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
+    api_key: str | None = None,
+    allowed_hosts: Collection[str] | None = LOOPBACK_HOSTS,
 ) -> Starlette:
     """The ASGI app serving `model` under `model_name` (default: `model.name`).
 
     `max_pending` requests may wait or run at once; more get 503 (clients retry).
     `close_model=True` closes the model on shutdown (the `serve` command owns its model).
+    `api_key`: every request must send `Authorization: Bearer KEY`. `allowed_hosts`: the Host
+    names accepted (loopback by default; None accepts any, for a server exposed on purpose).
     """
     served = model_name or getattr(model, "name", "glm-agent")
     known = {served, getattr(model, "name", served)}
@@ -422,7 +212,7 @@ def create_app(
     async def get_model(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in known:
-            return _unknown_model(name).response()
+            return error_response(unknown_model(name))
         return JSONResponse(model_card(served))
 
     async def health(request: Request) -> Response:
@@ -430,27 +220,39 @@ def create_app(
 
     async def chat(request: Request) -> Response:
         try:
-            req = parse_chat_request(await _read_body(request, max_body_bytes))
+            raw = await _read_body(request, max_body_bytes)
+            if raw is None:
+                return Response(status_code=499)  # the client left mid-body: nobody reads this
+            req = read_chat_request(raw)
             if req.model is not None and req.model not in known:
-                raise _unknown_model(req.model)
+                raise unknown_model(req.model)
+            if worker.closing:
+                raise generation_error(WorkerClosed())
             if worker.pending >= max_pending:
-                raise APIError(503, f"The server has {worker.pending} requests in line; retry shortly.", type="server_error", code="server_overloaded")
+                raise APIError(
+                    503, f"The server has {worker.pending} requests in line; retry shortly.",
+                    type="server_error", code="server_overloaded",
+                )
         except APIError as exc:
-            return exc.response()
-        cid = "chatcmpl-" + secrets.token_hex(12)
+            return error_response(exc)
+        writer = AnswerWriter(
+            id="chatcmpl-" + secrets.token_hex(12), model=served, created=int(time.time()),
+            legacy=req.legacy, include_usage=req.include_usage,
+        )
         events = worker.stream(req.messages, req.tools, req.settings)
         if not req.stream:
-            return await _complete(events, cid, served)
+            answer = await _unless_disconnected(request, _whole_answer(events, writer))
+            return Response(status_code=499) if answer is _GONE else answer
         # Wait for the first event before answering 200, so that errors before any output
         # (context overflow above all) still get their status code.
         try:
-            first = await events.__anext__()
-        except StopAsyncIteration:
-            first = None
+            first = await _unless_disconnected(request, _first(events))
         except Exception as exc:  # noqa: BLE001
-            return _model_error(exc).response()
-        return StreamingResponse(
-            _sse(first, events, cid, served, req.include_usage),
+            return error_response(_failure(exc))
+        if first is _GONE:
+            return Response(status_code=499)
+        return _EventStream(
+            _sse(first, events, writer),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -463,10 +265,10 @@ def create_app(
             message = f"Method {request.method} is not allowed on {request.url.path}."
         else:
             message = str(exc.detail)
-        return APIError(exc.status_code, message, code=None).response()
+        return error_response(APIError(exc.status_code, message))
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return APIError(500, f"Internal server error: {type(exc).__name__}: {exc}", type="server_error").response()
+        return error_response(APIError(500, f"Internal server error: {type(exc).__name__}: {exc}", type="server_error"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -480,150 +282,10 @@ def create_app(
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
+        middleware=[Middleware(AccessGuard, api_key=api_key, allowed_hosts=allowed_hosts)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.worker = worker
     app.state.model_name = served
     return app
-
-
-def _unknown_model(name: str) -> APIError:
-    return APIError(404, f"The model `{name}` does not exist or you do not have access to it.", param="model", code="model_not_found")
-
-
-async def _read_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"Request body of {declared} bytes exceeds the {limit}-byte limit.", code="request_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"Request body exceeds the {limit}-byte limit.", code="request_too_large")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(
-            400,
-            f"We could not parse the JSON body of your request ({exc}). The body must be a JSON object; "
-            "check quoting and escapes, and send Content-Type: application/json.",
-            code="invalid_json",
-        ) from None
-
-
-async def _complete(events: AsyncIterator[ModelEvent], cid: str, served: str) -> Response:
-    text: list[str] = []
-    calls: list[ToolCall] = []
-    done: ModelDone | None = None
-    try:
-        async for event in events:
-            if isinstance(event, TextDelta):
-                text.append(event.text)
-            elif isinstance(event, ToolCallReady):
-                calls.append(event.call)
-            elif isinstance(event, ModelDone):
-                done = event
-    except Exception as exc:  # noqa: BLE001
-        return _model_error(exc).response()
-    content = "".join(text)
-    message: dict[str, Any] = {"role": "assistant", "content": content if (content or not calls) else None}
-    if calls:
-        message["tool_calls"] = [_openai_call(c) for c in calls]
-    return JSONResponse(
-        {
-            "id": cid,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": served,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(done, calls)}],
-            "usage": _usage(done),
-        }
-    )
-
-
-async def _sse(
-    first: ModelEvent | None, events: AsyncIterator[ModelEvent], cid: str, served: str, include_usage: bool
-) -> AsyncIterator[str]:
-    created = int(time.time())
-
-    def chunk(delta: dict[str, Any] | None, finish: str | None = None, usage: dict | None = None) -> str:
-        body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": served}
-        body["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        if include_usage:
-            body["usage"] = usage
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-    calls: list[ToolCall] = []
-    done: ModelDone | None = None
-
-    async def all_events() -> AsyncIterator[ModelEvent]:
-        if first is not None:
-            yield first
-        async for event in events:
-            yield event
-
-    yield chunk({"role": "assistant", "content": ""})
-    try:
-        async for event in all_events():
-            if isinstance(event, TextDelta):
-                if event.text:
-                    yield chunk({"content": event.text})
-            elif isinstance(event, ToolCallReady):
-                index = len(calls)
-                calls.append(event.call)
-                # OpenAI's shape: id + name first, then the arguments as a separate delta.
-                body = _openai_call(event.call)
-                yield chunk({"tool_calls": [{"index": index, "id": body["id"], "type": "function", "function": {"name": body["function"]["name"], "arguments": ""}}]})
-                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": body["function"]["arguments"]}}]})
-            elif isinstance(event, ModelDone):
-                done = event
-    except Exception as exc:  # noqa: BLE001 - headers are sent: the error travels as an SSE event
-        yield f"data: {json.dumps(_model_error(exc).body(), ensure_ascii=False)}\n\n"
-        return
-    finally:
-        await events.aclose()
-    yield chunk({}, _finish(done, calls))
-    if include_usage:
-        yield chunk(None, usage=_usage(done))
-    yield "data: [DONE]\n\n"
-
-
-def run_server(model: ChatModel, model_name: str | None = None, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve until interrupted (the `glm-agent serve` command)."""
-    import uvicorn
-
-    app = create_app(model, model_name, close_model=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Run `app` with uvicorn on a background thread; yield its base URL (`http://host:port/v1`).
-
-    Port 0 picks a free port. The server stops (lifespan shutdown included) when the block exits.
-    """
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="glm-agent-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError(f"the server on {host}:{port} did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()

@@ -17,12 +17,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import Attachment, ToolResult
 from glm_agent.sandbox.config import SandboxConfig
 from glm_agent.sandbox.quota import Quota
 from glm_agent.sandbox.text import collapse_cr, truncate_middle
 from glm_agent.sandbox.workspace import Workspace, WorkspaceError
-from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = ["PythonTool", "clean_code"]
 
@@ -79,9 +79,7 @@ def _describe(box: SandboxConfig, timeout: float) -> str:
 class PythonTool(Tool):
     """Run Python in a stateful, sandboxed Jupyter kernel (one per tool instance)."""
 
-    name = "python"
-    glm_builtin = "python"
-    raw_arg = "code"
+    name = "python"  # GLM-4's `python` built-in: the glm4 dialect sends its raw body as `code`
     description = (
         "Run Python code in a stateful Jupyter notebook environment and return its output "
         "(stdout, stderr, results, tracebacks). Variables and imports persist between calls. "

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import ToolResult
 from glm_agent.sandbox.config import SandboxConfig
 from glm_agent.sandbox.text import collapse_cr, strip_ansi, truncate_middle
-from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = ["ShellTool"]
 

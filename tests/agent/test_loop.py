@@ -9,12 +9,11 @@ import time
 import pytest
 
 from glm_agent.agent import Agent, SessionFileError
-from glm_agent.models.scripted import ScriptedModel
-from glm_agent.core.messages import ToolCall
-from glm_agent.core.events import FinalAnswer, TextDeltaEvent, ToolCallFinished, ToolCallStarted
-from glm_agent.core.messages import AssistantMessage, ToolMessage, UserMessage
-from glm_agent.models.dialects import get_dialect
 from glm_agent.core.contracts import Tool, ToolContext
+from glm_agent.core.events import FinalAnswer, TextDeltaEvent, ToolCallFinished
+from glm_agent.core.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
+from glm_agent.models.dialects import get_dialect
+from glm_agent.models.scripted import ScriptedModel
 from glm_agent.tools.function import tool
 
 
@@ -304,18 +303,45 @@ async def test_user_message_recorded_first(tmp_path):
     assert isinstance(result.messages[0], UserMessage) and result.messages[0].content == "question"
 
 
-async def test_a_call_to_a_tool_action_is_routed_to_its_tool(tmp_path):
-    seen = []
+async def test_calls_to_a_missing_tool_spend_a_retry_budget(tmp_path):
+    # A model stuck on a tool that does not exist is told, then told to stop, like a failing tool.
+    turns = [ToolCall(name="send_email", arguments={"to": "x"})] * 4 + ["no email then"]
+    agent = agent_with(turns, [add], tmp_path)
+    result = await agent.run("mail")
+    observations = [m.content for m in result.messages if isinstance(m, ToolMessage)]
+    assert all("no tool named `send_email`" in o for o in observations[:3])
+    assert "`send_email` failed 3 times in a row and is disabled" in observations[3]
+    assert result.status == "completed" and result.output == "no email then"
 
-    class Browser(Tool):
-        name = "simple_browser"
-        description = "browse"
-        actions = ("search", "open_url")
 
-        async def call(self, arguments, ctx):
-            seen.append(arguments)
-            return __import__("glm_agent").ToolResult(content="results")
+async def test_a_call_that_names_no_tool_says_it_could_not_be_read(tmp_path):
+    unreadable = ToolCall(name="", raw_arguments="get weather please", arguments_error="not valid JSON: Expecting value")
+    result = await agent_with([unreadable, "sorry"], [add], tmp_path).run("x")
+    obs = result.messages[2]
+    assert obs.is_error and "could not be read (not valid JSON: Expecting value)" in obs.content and "`add`" in obs.content
 
-    agent = agent_with([ToolCall(name="search", arguments={"query": "glm"}), "ok"], [Browser()], tmp_path)
-    result = await agent.run("find glm")
-    assert seen == [{"action": "search", "query": "glm"}] and result.messages[2].content == "results"
+
+async def test_an_empty_reply_is_asked_for_again_once(tmp_path):
+    agent = agent_with(["", "Paris."], tmp_path=tmp_path)
+    result = await agent.run("Capital of France?")
+    assert result.status == "completed" and result.output == "Paris." and result.steps == 2
+    from glm_agent.agent.loop import EMPTY_REPLY_NOTE
+
+    assert [(m.role, m.content) for m in result.messages] == [
+        ("user", "Capital of France?"), ("assistant", ""), ("user", EMPTY_REPLY_NOTE), ("assistant", "Paris.")]
+    assert agent.model.calls[1][0][-1].content == EMPTY_REPLY_NOTE  # the retry saw the note
+
+
+async def test_two_empty_replies_end_the_run_as_empty(tmp_path):
+    result = await agent_with(["", " \n", "never reached"], [add], tmp_path).run("x")
+    assert result.status == "empty" and result.steps == 2 and result.output.strip() == ""
+    # Whitespace is empty too; a tool call between two empty replies restarts the count.
+    turns = ["", ToolCall(name="add", arguments={"a": 1, "b": 2}), "", "3"]
+    result = await agent_with(turns, [add], tmp_path).run("1+2")
+    assert result.status == "completed" and result.output == "3"
+
+
+async def test_an_empty_reply_on_the_last_step_ends_as_empty(tmp_path):
+    turns = [ToolCall(name="add", arguments={"a": 1, "b": 2}), ""]
+    result = await agent_with(turns, [add], tmp_path, max_steps=2).run("1+2")
+    assert result.status == "empty" and result.steps == 2

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The browser tests' local website, and the engine tests' checkpoint writers for `model info`.
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools" / "browser"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
 
 from browser_site import Site  # noqa: E402
 

@@ -1,12 +1,12 @@
-"""`glm-agent browser ...` sub-commands (the lead mounts `glm_agent.cli.browser:app`)."""
+"""`glm-agent browser ...` sub-commands (`glm_agent.cli.browser:app`)."""
 
 from __future__ import annotations
 
 import pytest
 from typer.testing import CliRunner
 
-from glm_agent.tools.browser import BrowserError, find_chromium
 from glm_agent.cli.browser import app
+from glm_agent.tools.browser import BrowserError, find_chromium
 
 
 def test_run_actions_against_the_local_site(site):

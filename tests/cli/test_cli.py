@@ -35,7 +35,7 @@ def script_file(tmp_path: Path, turns=SCRIPT) -> Path:
 
 def glm_agent(*args: str, tmp_path: Path, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "glm_agent.cli.main", *args],
+        [sys.executable, "-m", "glm_agent", *args],
         capture_output=True, text=True, env=env_for(tmp_path), input=input, timeout=120,
     )
 
@@ -43,7 +43,7 @@ def glm_agent(*args: str, tmp_path: Path, input: str | None = None) -> subproces
 def test_help_is_instant_and_never_imports_torch(tmp_path):
     code = (
         "import sys; sys.argv=['glm-agent','--help']\n"
-        "from glm_agent.cli.main import app\n"
+        "from glm_agent.cli import app\n"
         "try:\n    app()\nexcept SystemExit:\n    pass\n"
         "heavy=[m for m in ('torch','transformers','playwright','jupyter_client','diffusers','starlette') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
@@ -89,7 +89,7 @@ def test_chat_terminal_in_a_pseudo_terminal(tmp_path):
     turns = SCRIPT + ["Second answer after clear."]
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "glm_agent.cli.main", "chat", "--model", f"scripted:{script_file(tmp_path, turns)}", "--tools", "demo_tools:get_weather"],
+        ["-m", "glm_agent", "chat", "--model", f"scripted:{script_file(tmp_path, turns)}", "--tools", "demo_tools:get_weather"],
         env=env_for(tmp_path), encoding="utf-8", timeout=60, dimensions=(40, 100),
     )
     try:
@@ -122,7 +122,7 @@ def test_ctrl_c_interrupts_a_turn_without_leaving(tmp_path):
     turns = ["word " * 400, "still here"]
     path = script_file(tmp_path, turns)
     child = pexpect.spawn(
-        sys.executable, ["-m", "glm_agent.cli.main", "chat", "--model", f"scripted:{path}", "--tools", ""],
+        sys.executable, ["-m", "glm_agent", "chat", "--model", f"scripted:{path}", "--tools", ""],
         env=env_for(tmp_path), encoding="utf-8", timeout=60, dimensions=(40, 100),
     )
     try:
@@ -146,12 +146,13 @@ def test_a_tool_whose_extra_is_missing_says_what_to_install(monkeypatch, tmp_pat
 
     import typer
 
-    from glm_agent.cli.main import build_agent
+    from glm_agent.cli.build import build_agent
+    from glm_agent.cli.options import AgentOptions
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "playwright" else real(name, *a))
     with pytest.raises(typer.BadParameter, match=r'playwright: pip install "glm-agent\[browser\]"'):
-        build_agent(f"scripted:{script_file(tmp_path)}", "browser")
+        build_agent(AgentOptions(model=f"scripted:{script_file(tmp_path)}", tools="browser"))
 
 
 def test_local_model_without_the_engine_says_what_to_install(monkeypatch):

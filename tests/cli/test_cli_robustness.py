@@ -33,7 +33,7 @@ def script_file(tmp_path: Path, turns) -> Path:
 
 
 def glm_agent(tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "glm_agent.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "glm_agent", *args], capture_output=True, text=True,
                           env=env_for(tmp_path), timeout=120, **kw)
 
 
@@ -59,7 +59,7 @@ def test_chat_survives_bad_save_and_load_targets(tmp_path):
     (tmp_path / "broken.json").write_text('{"format": 1, "messages": [')
     script = script_file(tmp_path, ["First answer.", "Second answer."])
     child = pexpect.spawn(
-        sys.executable, ["-m", "glm_agent.cli.main", "chat", "--model", f"scripted:{script}", "--tools", ""],
+        sys.executable, ["-m", "glm_agent", "chat", "--model", f"scripted:{script}", "--tools", ""],
         env=env_for(tmp_path), encoding="utf-8", timeout=60, dimensions=(40, 200),
     )
     child.logfile_read = io.StringIO()
@@ -136,7 +136,7 @@ def test_run_dash_with_nothing_to_read_never_calls_the_model(tmp_path, feed, nee
 
 def test_run_dash_with_bytes_that_are_not_utf8_and_an_empty_argument(tmp_path):
     script = script_file(tmp_path, [])
-    out = subprocess.run([sys.executable, "-m", "glm_agent.cli.main", "run", "-", "--model", f"scripted:{script}", "--tools", ""],
+    out = subprocess.run([sys.executable, "-m", "glm_agent", "run", "-", "--model", f"scripted:{script}", "--tools", ""],
                          capture_output=True, env=env_for(tmp_path), input=b"caf\xe9?\n", timeout=120)
     assert out.returncode != 0 and b"not UTF-8" in out.stderr and b"Traceback" not in out.stderr
     one_clear_line(glm_agent(tmp_path, "run", "  ", "--model", f"scripted:{script}", "--tools", ""), "prompt is empty")

@@ -1,8 +1,8 @@
 import pytest
 from typer.testing import CliRunner
 
-from glm_agent.sandbox import bwrap_available
 from glm_agent.cli.sandbox import app
+from glm_agent.sandbox import bwrap_available
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 

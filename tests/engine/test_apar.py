@@ -3,13 +3,15 @@ block accounting and sharing, no-fork equivalence, the fork rules, document-orde
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-
 from _random_engine import random_engine
+
 from glm_agent.engine.apar import AparDecoder, AparTokens, ForcedSchedule
-from glm_agent.core.contracts import GenerationSettings
-from glm_agent.core.errors import ModelError
+from glm_agent.engine.errors import AparError
+from glm_agent.engine.params import SamplingParams
 
 PROMPT = [5, 17, 200, 3, 99, 42, 7, 255, 128, 64, 33]
 EOS = 1
@@ -23,16 +25,16 @@ def engine():
 
 @pytest.fixture(scope="module")
 def greedy_ref(engine):
-    return list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=40)))
+    return list(engine.generate(PROMPT, 40))
 
 
-PENALTY = GenerationSettings(max_new_tokens=30, repetition_penalty=1.3)
+PENALTY = SamplingParams(repetition_penalty=1.3)
 
 
 @pytest.fixture(scope="module")
 def tokens(engine, greedy_ref):
     # Control ids the random model never picks greedily, so masking them changes nothing.
-    seen = set(greedy_ref) | set(engine.generate(PROMPT, PENALTY)) | set(PROMPT)
+    seen = set(greedy_ref) | set(engine.generate(PROMPT, 30, PENALTY)) | set(PROMPT)
     unused = [t for t in range(2, 256) if t not in seen]
     return AparTokens(fork_id=unused[-1], child_id=unused[-2])
 
@@ -70,16 +72,16 @@ class _ForkHappy:
 
 def test_no_fork_apar_equals_normal_greedy(engine, tokens, greedy_ref):
     dec = AparDecoder(engine, tokens)
-    got = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=40)))
+    got = list(dec.generate(PROMPT, 40))
     assert got == greedy_ref and len(set(got)) > 5
     assert dec.stats.forks == 0 and dec.stats.finish_reason == "length"
     # with a stop token: the stop is yielded last, as Engine.generate does
     stop = greedy_ref[12]
-    ref = list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=40), {stop}))
-    got = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=40), {stop}))
+    ref = list(engine.generate(PROMPT, 40, stop_token_ids={stop}))
+    got = list(dec.generate(PROMPT, 40, stop_token_ids={stop}))
     assert got == ref and got[-1] == stop and dec.stats.finish_reason == "stop"
     # the non-fast path (repetition penalty) too
-    assert list(dec.generate(PROMPT, PENALTY)) == list(engine.generate(PROMPT, PENALTY))
+    assert list(dec.generate(PROMPT, 30, PENALTY)) == list(engine.generate(PROMPT, 30, PENALTY))
     assert engine.cache.num_used_blocks == 0
 
 
@@ -100,7 +102,7 @@ def test_every_stream_logits_equal_fresh_decoding_of_its_visible_sequence(engine
             checked[node.path] = checked.get(node.path, 0) + 1
 
     dec = AparDecoder(engine, tokens, max_depth=3, schedule=sched, on_step=on_step)
-    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}))
+    out = list(dec.generate(PROMPT, 200, stop_token_ids={EOS}))
     assert dec.stats.forks == 5 and dec.stats.finish_reason == "stop"
     assert set(checked) == {(), (0,), (1,), (2,), (0, 0), (1, 0)}
     assert sum(checked.values()) == dec.stats.tokens - 5  # one row per token but the 5 [Child]
@@ -152,7 +154,7 @@ def test_blocks_shared_never_written_by_a_sibling_and_all_freed(engine, tokens, 
     free_before = cache.num_free_blocks
     sched = ForcedSchedule.structured(items=5, detail_tokens=9, head_tokens=3)
     dec = AparDecoder(engine, tokens, schedule=sched, on_fork=on_fork, on_step=on_step)
-    list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=500), {EOS}))
+    list(dec.generate(PROMPT, 500, stop_token_ids={EOS}))
     assert dec.stats.forks == 5 and snapshots
     assert writes_to_shared == []
     assert cache.num_used_blocks == 0 and cache.num_free_blocks == free_before == cache.max_blocks
@@ -163,8 +165,8 @@ def test_finished_stream_frees_at_once_and_closing_frees_everything(engine, toke
     cache = engine.cache
     used = []
     sched = ForcedSchedule(forks={(): [1]}, ends={(0,): 2, (): 40}, sampled_stops=False)
-    dec = AparDecoder(engine, tokens, schedule=sched, on_step=lambda s, l: used.append((len(s), cache.num_used_blocks)))
-    gen = dec.generate(PROMPT, GenerationSettings(max_new_tokens=100), {EOS})
+    dec = AparDecoder(engine, tokens, schedule=sched, on_step=lambda s, _logits: used.append((len(s), cache.num_used_blocks)))
+    gen = dec.generate(PROMPT, 100, stop_token_ids={EOS})
     for _ in range(12):
         next(gen)
     # once the short child ended, only the root's blocks remain: prompt + its tokens
@@ -181,7 +183,7 @@ def test_child_token_is_never_sampled(engine, greedy_ref):
     # make [Child] the token the model wants most at the first step
     toks = AparTokens(fork_id=250, child_id=greedy_ref[0])
     dec = AparDecoder(engine, toks, keep_control=True)
-    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=20)))
+    out = list(dec.generate(PROMPT, 20))
     assert toks.child_id not in out and out[0] != greedy_ref[0]
 
 
@@ -189,7 +191,7 @@ def test_fork_happy_model_respects_no_double_fork_and_caps(engine, tokens):
     happy = _ForkHappy(engine, tokens.fork_id)
     for max_streams, max_depth, deepest in ((4, 2, 2), (6, 3, 3), (1, 2, 1)):
         dec = AparDecoder(happy, tokens, max_streams=max_streams, max_depth=max_depth, keep_control=True)
-        list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=60)))
+        list(dec.generate(PROMPT, 60))
         nodes = _nodes(dec.root)
         assert dec.stats.peak_streams <= max_streams
         assert len(nodes) == 1 + dec.stats.forks
@@ -210,7 +212,7 @@ def test_forced_forks_obey_the_rules(engine, tokens):
     sched = ForcedSchedule(forks={(): [1, 2, 5, 8, 11, 14], (0,): [1, 3]}, ends={(): 20, **{(i,): 6 for i in range(6)}},
                            sampled_stops=False)
     dec = AparDecoder(engine, tokens, max_streams=3, max_depth=2, schedule=sched)
-    list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}))
+    list(dec.generate(PROMPT, 200, stop_token_ids={EOS}))
     nodes = _nodes(dec.root)
     assert dec.stats.peak_streams <= 3
     # root: 2 follows a fork; 8 comes while 3 streams are live (child 0 ends in that very
@@ -225,11 +227,11 @@ def test_forced_forks_obey_the_rules(engine, tokens):
 def test_budget_counts_all_streams_and_schedule_validation(engine, tokens):
     sched = ForcedSchedule.structured(items=4, detail_tokens=30)
     dec = AparDecoder(engine, tokens, schedule=sched)
-    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=25), {EOS}))
+    out = list(dec.generate(PROMPT, 25, stop_token_ids={EOS}))
     assert dec.stats.tokens == 25 and dec.stats.finish_reason == "length"
     assert len(out) <= 25 and engine.cache.num_used_blocks == 0
     with pytest.raises(ValueError, match="stop_token_ids"):
-        list(AparDecoder(engine, tokens, schedule=ForcedSchedule(ends={(): 2})).generate(PROMPT, GenerationSettings()))
+        list(AparDecoder(engine, tokens, schedule=ForcedSchedule(ends={(): 2})).generate(PROMPT, 1024))
     assert engine.cache.num_used_blocks == 0
     with pytest.raises(ValueError, match="outside the vocabulary"):
         AparDecoder(engine, AparTokens(999, 3))
@@ -272,7 +274,7 @@ def test_document_order_reassembly_and_prompt_streaming(engine, tokens):
     sched = ForcedSchedule(forks={(): [2, 5, 8], (1,): [2]}, ends={(): 10, (0,): 9, (1,): 4, (2,): 3, (1, 0): 5},
                            sampled_stops=False)
     dec = AparDecoder(engine, tokens, max_depth=3, schedule=sched, on_step=on_step)
-    for tok in dec.generate(PROMPT, GenerationSettings(max_new_tokens=200), {EOS}):
+    for tok in dec.generate(PROMPT, 200, stop_token_ids={EOS}):
         received.append(tok)
 
     def doc(node):
@@ -308,15 +310,21 @@ def smol_apar():
 
 
 async def test_local_model_apar_without_control_tokens_is_a_clear_error():
+    from glm_agent.core.contracts import GenerationSettings
+    from glm_agent.core.errors import ModelError
     from glm_agent.core.messages import UserMessage
     from glm_agent.models.local import LocalModel
 
     m = LocalModel("smollm2", dtype="float32", progress=False, apar=True)
-    with pytest.raises(ModelError, match=r"\[Fork\]/\[Child\]"):
+    with pytest.raises(AparError, match=r"\[Fork\]/\[Child\]"):
+        AparTokens.from_tokenizer(m.tokenizer)
+    with pytest.raises(ModelError, match=r"\[Fork\]/\[Child\]") as info:  # the runtime's error type
         await m.complete([UserMessage(content="hi")], [], GenerationSettings(max_new_tokens=4))
+    assert not isinstance(info.value, AparError)
 
 
 async def test_local_model_apar_streams_same_text_then_reassembles_forks(smol_apar):
+    from glm_agent.core.contracts import GenerationSettings
     from glm_agent.core.messages import UserMessage
 
     m = smol_apar
@@ -324,7 +332,7 @@ async def test_local_model_apar_streams_same_text_then_reassembles_forks(smol_ap
     settings = GenerationSettings(max_new_tokens=12)
     ids = m.tokenizer.encode(m.render(msgs, []), allow_special=True)
     stops = set(m.tokenizer.eos_ids) | set(m.checkpoint.config.eos_token_ids)
-    ref_all = list(m.engine.generate(ids, settings, stops))
+    ref_all = list(m.engine.generate(ids, 12, stop_token_ids=stops))
     ref = [t for t in ref_all if t not in stops]
     text, calls, done = await m.complete(msgs, [], settings)
     assert text == m.tokenizer.decode(ref) and text.strip() and done.completion_tokens == len(ref_all)
@@ -338,7 +346,7 @@ async def test_local_model_apar_streams_same_text_then_reassembles_forks(smol_ap
         m._apar_options = {}
     dec = AparDecoder(m.engine, AparTokens.from_tokenizer(m.tokenizer, "<gh_stars>", "<issue_start>"),
                       schedule=sched)
-    doc = [t for t in dec.generate(ids, GenerationSettings(max_new_tokens=16), stops) if t not in stops]
+    doc = [t for t in dec.generate(ids, 16, stop_token_ids=stops) if t not in stops]
     root, child = dec.root.tokens, dict(dec.root.children)[4].tokens
     assert len(child) > 1 and len(root) > 4
     assert doc == root[:3] + [t for t in child[1:] + root[4:] if t not in stops]
@@ -353,12 +361,12 @@ def test_streams_stop_at_the_context_limit_and_a_full_cache_is_a_clear_error():
     sched = ForcedSchedule(forks={(): [2, 5, 8]}, sampled_stops=False)
     tight = random_engine("glm4", max_context=32, block_size=4, cache_tokens=64)
     with pytest.raises(CacheExhaustedError, match="KV cache full"):
-        list(AparDecoder(tight, toks, schedule=sched).generate(PROMPT, GenerationSettings(max_new_tokens=500)))
+        list(AparDecoder(tight, toks, schedule=sched).generate(PROMPT, 500))
     assert tight.cache.num_used_blocks == 0  # every stream freed on the way out
 
     small = random_engine("glm4", max_context=32, block_size=4, cache_tokens=256)
     dec = AparDecoder(small, toks, schedule=sched)
-    out = list(dec.generate(PROMPT, GenerationSettings(max_new_tokens=500), {EOS}))
+    out = list(dec.generate(PROMPT, 500, stop_token_ids={EOS}))
     nodes = _nodes(dec.root)
     assert len(nodes) == 4 and all(n.finish == "length" for n in nodes)
     assert all(len(n.visible) == 32 + 1 for n in nodes)  # the last token is sampled, not fed
@@ -368,14 +376,15 @@ def test_streams_stop_at_the_context_limit_and_a_full_cache_is_a_clear_error():
 
 def test_sampling_with_forks_is_seeded_and_follows_the_rules(engine, tokens):
     sched = ForcedSchedule(forks={(): [3, 6]}, ends={(): 12, (0,): 6, (1,): 5}, sampled_stops=False)
-    s = GenerationSettings(max_new_tokens=100, temperature=1.5, top_p=0.95, seed=7, repetition_penalty=1.1)
+    s = SamplingParams(temperature=1.5, top_p=0.95, seed=7, repetition_penalty=1.1)
     runs = []
     for _ in range(2):
         dec = AparDecoder(engine, tokens, schedule=sched, keep_control=True)
-        runs.append(list(dec.generate(PROMPT, s, {EOS})))
+        runs.append(list(dec.generate(PROMPT, 100, s, stop_token_ids={EOS})))
         assert dec.stats.forks == 2 and engine.cache.num_used_blocks == 0
         for n in _nodes(dec.root):
             assert tokens.child_id not in n.tokens[1:]
     assert runs[0] == runs[1] and runs[0].count(tokens.fork_id) == 2
     other = AparDecoder(engine, tokens, schedule=sched, keep_control=True)
-    assert list(other.generate(PROMPT, GenerationSettings(**{**s.__dict__, "seed": 8}), {EOS})) != runs[0]
+    other_seed = dataclasses.replace(s, seed=8)
+    assert list(other.generate(PROMPT, 100, other_seed, stop_token_ids={EOS})) != runs[0]

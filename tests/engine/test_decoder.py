@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _random_engine import tiny_config
 from torch import nn
 
-from _random_engine import tiny_config
 from glm_agent.engine.decoder import Decoder, RMSNorm, apply_rope, rope_tables
 from glm_agent.engine.loaders.safetensors import expected_shapes
 

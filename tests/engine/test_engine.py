@@ -7,13 +7,13 @@ import types
 
 import pytest
 import torch
-
 from _hf_checkpoints import ARCHS, make_hf_model, save_hf, to_chatglm_layout
 from _random_engine import random_engine, random_weights, tiny_config
-from glm_agent.core.errors import ContextOverflowError
-from glm_agent.core.contracts import GenerationSettings
+
 from glm_agent.engine.engine import Engine
+from glm_agent.engine.errors import ContextOverflowError
 from glm_agent.engine.loaders import load_safetensors_checkpoint
+from glm_agent.engine.params import SamplingParams
 
 PROMPT = [5, 17, 200, 3, 99, 42, 7, 255, 128, 64, 33]
 
@@ -36,7 +36,7 @@ def test_greedy_32_tokens_identical_to_transformers(arch, tmp_path):
     if arch == "chatglm":
         folder = to_chatglm_layout(folder, tmp_path / "chatglm", rope_ratio=2.0)
     engine = _load(folder)
-    got = list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=32), stop_token_ids=()))
+    got = list(engine.generate(PROMPT, 32, stop_token_ids=()))
     assert got == _hf_greedy(model, PROMPT, 32)
     assert len(set(got)) > 4  # not a degenerate constant output
     assert engine.cache.num_used_blocks == 0  # finished stream freed its blocks
@@ -48,15 +48,15 @@ def engine():
 
 
 def test_stop_token_is_yielded_last(engine):
-    free_run = list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=20)))
+    free_run = list(engine.generate(PROMPT, 20))
     stop = free_run[6]
     first = free_run.index(stop)
-    got = list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=20), {stop}))
+    got = list(engine.generate(PROMPT, 20, stop_token_ids={stop}))
     assert got == free_run[: first + 1]
 
 
 def test_closing_generator_frees_stream(engine):
-    gen = engine.generate(PROMPT, GenerationSettings(max_new_tokens=20))
+    gen = engine.generate(PROMPT, 20)
     next(gen)
     next(gen)
     assert engine.cache.num_used_blocks > 0 and len(engine.cache.live_streams) == 1
@@ -66,25 +66,30 @@ def test_closing_generator_frees_stream(engine):
 
 def test_context_overflow_raised_before_any_work(engine):
     with pytest.raises(ContextOverflowError, match=r"11 tokens \+ max_new_tokens 60 = 71 .* context of 64"):
-        engine.generate(PROMPT, GenerationSettings(max_new_tokens=60))
+        engine.generate(PROMPT, 60)
     assert engine.cache.live_streams == []
     # Exactly at the limit is fine and yields everything.
-    assert len(list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=53)))) == 53
+    assert len(list(engine.generate(PROMPT, 53))) == 53
 
 
 def test_bad_input_is_rejected(engine):
     with pytest.raises(ValueError, match="out of range for vocab size 256"):
-        engine.generate([1, 300], GenerationSettings(max_new_tokens=2))
+        engine.generate([1, 300], 2)
     with pytest.raises(ValueError, match="non-empty prompt"):
-        engine.generate([], GenerationSettings())
-    assert list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=0))) == []
+        engine.generate([], 4)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+        engine.generate(PROMPT, -1)
+    with pytest.raises(TypeError, match="max_new_tokens must be an int"):
+        engine.generate(PROMPT, SamplingParams())  # the budget is its own argument
+    assert engine.cache.live_streams == []
+    assert list(engine.generate(PROMPT, 0)) == []
 
 
 def test_seeded_sampling_reproducible(engine):
-    s = GenerationSettings(max_new_tokens=16, temperature=1.0, top_p=0.9, seed=11)
-    a = list(engine.generate(PROMPT, s))
-    assert a == list(engine.generate(PROMPT, s))
-    assert a != list(engine.generate(PROMPT, GenerationSettings(max_new_tokens=16, temperature=1.0, seed=12)))
+    s = SamplingParams(temperature=1.0, top_p=0.9, seed=11)
+    a = list(engine.generate(PROMPT, 16, s))
+    assert a == list(engine.generate(PROMPT, 16, s))
+    assert a != list(engine.generate(PROMPT, 16, SamplingParams(temperature=1.0, seed=12)))
 
 
 def test_bfloat16_engine_close_to_float32():
@@ -139,13 +144,6 @@ def test_prequantized_checkpoint_swaps_linears_before_loading(monkeypatch):
     assert len(calls) == 1 and calls[0][2] is True and calls[0][1] == {"bits": 8}
 
 
-def test_quant_without_quant_module_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "glm_agent.engine.quant", None)
-    config = tiny_config("glm4")
-    with pytest.raises(NotImplementedError, match="quantize_linears"):
-        Engine.from_weights(config, random_weights(config), quant={"bits": 4})
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu():
@@ -153,8 +151,7 @@ def test_cuda_matches_cpu():
     cpu = Engine.from_weights(config, random_weights(config))
     gpu = Engine.from_weights(config, random_weights(config), device="cuda")
     assert (gpu.forward_logits(PROMPT).cpu() - cpu.forward_logits(PROMPT)).abs().max() < 1e-3
-    s = GenerationSettings(max_new_tokens=16)
-    assert list(gpu.generate(PROMPT, s)) == list(cpu.generate(PROMPT, s))
+    assert list(gpu.generate(PROMPT, 16)) == list(cpu.generate(PROMPT, 16))
 
 
 def test_step_past_context_is_a_clear_error(engine):

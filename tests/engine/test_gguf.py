@@ -10,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _gguf_fixtures import write_gguf
+from _hf_checkpoints import make_hf_model
 
 from glm_agent.engine.embedded import smollm2_path
 from glm_agent.engine.errors import CheckpointError
 from glm_agent.engine.loaders.gguf import GGUFCheckpoint, load_gguf_checkpoint
-
-from _gguf_fixtures import write_gguf
-from _hf_checkpoints import make_hf_model
 
 
 def _engine(config, weights):
@@ -132,4 +131,4 @@ def test_unsupported_architecture(tmp_path):
     path = write_gguf(model, tmp_path / "g.gguf", "llama", gguf_arch="gemma3")
     ck = GGUFCheckpoint(path)
     with pytest.raises(CheckpointError, match="architecture 'gemma3' is not supported"):
-        ck.config
+        _ = ck.config  # the config is read (and checked) on first access

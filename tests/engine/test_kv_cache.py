@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from _random_engine import random_engine
+
 from glm_agent.engine.errors import CacheExhaustedError
 from glm_agent.engine.kv_cache import PagedKVCache
 
@@ -137,7 +137,7 @@ def test_batch_of_streams_of_different_lengths_equals_each_alone(engine):
         engine.prefill(s, p)
     batched = [engine.decode_step(streams, [n[i] for n in nxt]) for i in range(3)]
     # Stream 1's next block was already taken by stream 2: it was read through a gather.
-    assert not engine.cache._streams[streams[1]].contiguous
+    assert not engine.cache.is_contiguous(streams[1])
     for j, (p, n) in enumerate(zip(prompts, nxt)):
         alone = engine.forward_logits(p + n)[len(p) :]
         got = torch.stack([b[j] for b in batched])
@@ -152,7 +152,7 @@ def test_non_contiguous_block_table_reads_correctly(engine):
     for i in range(0, 12, 4):  # alternate so each stream's blocks interleave in the pool
         engine.prefill(a, PROMPT[i : i + 4])
         engine.prefill(b, PROMPT[::-1][i : i + 4])
-    assert not engine.cache._streams[a].contiguous
+    assert not engine.cache.is_contiguous(a)
     got = engine.decode_step([a], [99])[0]
     ref = engine.forward_logits(PROMPT[:12] + [99])[-1]
     assert (got - ref).abs().max().item() < TOL

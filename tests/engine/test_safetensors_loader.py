@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import torch
-
 from _hf_checkpoints import ARCHS, make_hf_model, save_hf, to_chatglm_layout
+
 from glm_agent.engine.engine import Engine
 from glm_agent.engine.errors import CheckpointError
 from glm_agent.engine.loaders import load_safetensors_checkpoint, read_hf_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glm_agent.core.contracts import GenerationSettings as S
+from glm_agent.engine.params import SamplingParams as S
 from glm_agent.engine.sampling import Sampler, process_logits
 
 LOGITS = torch.tensor([1.0, 3.0, 2.0, -1.0, 0.5, 2.5, -2.0, 0.0])
@@ -72,12 +72,23 @@ def test_fork_copies_seen_set():
 @pytest.mark.parametrize(
     "bad, msg",
     [
-        (S(temperature=-1), "temperature"),
-        (S(top_p=0.0), "top_p"),
-        (S(top_k=-2), "top_k"),
-        (S(repetition_penalty=0.0), "repetition_penalty"),
+        (dict(temperature=-1), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-2), "top_k"),
+        (dict(repetition_penalty=0.0), "repetition_penalty"),
     ],
 )
-def test_bad_settings_are_rejected(bad, msg):
+def test_bad_params_are_rejected_when_built(bad, msg):
     with pytest.raises(ValueError, match=msg):
-        Sampler(bad, 8)
+        S(**bad)
+
+
+def test_sampler_defaults_to_greedy_and_refuses_other_settings_types():
+    assert Sampler(None, 8).greedy and Sampler(None, 8).sample(LOGITS) == 1
+
+    class Settings:  # a runtime settings object passed where the engine wants SamplingParams
+        temperature, top_p, top_k, repetition_penalty, seed = 0.0, 1.0, 0, 1.0, None
+
+    with pytest.raises(TypeError, match="SamplingParams"):
+        Sampler(Settings(), 8)

@@ -15,7 +15,6 @@ from glm_agent.evals.suites.os import integer_match, parse_answer, size_match, s
 from glm_agent.evals.suites.web import reward
 
 
-
 # -- db ----------------------------------------------------------------------------------------
 def test_db_answer_parsing_and_matching():
     assert parse_final_answer('I ran it.\nFinal Answer: ["Brno"]') == ["Brno"]
@@ -54,8 +53,8 @@ async def test_db_wrong_agents_fail(ev, tmp_path):
 
 
 async def test_db_sql_tool_reports_errors(tmp_path):
-    from glm_agent.evals.suites.db import SQLTool, create_database
     from glm_agent.core.contracts import ToolContext
+    from glm_agent.evals.suites.db import SQLTool, create_database
 
     sample = make_suite("db").samples()[0]
     create_database(tmp_path / "t.db", sample.gold["table"])

@@ -12,7 +12,6 @@ from glm_agent.evals.suites.fc import bfcl_to_json_schema, load_bfcl_dir
 from glm_agent.evals.task import TaskFileError
 
 
-
 @pytest.mark.parametrize("name", SUITE_NAMES)
 def test_each_suite_ships_at_least_25_tasks(name):
     samples = make_suite(name).samples()

@@ -14,7 +14,6 @@ from glm_agent.evals.oracle import OracleFactory
 from glm_agent.evals.suites import make_suite
 
 
-
 def _needs_bwrap() -> None:
     from glm_agent.sandbox.bwrap import bwrap_available
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from glm_agent.core.contracts import ToolContext
 from glm_agent.evals.suites.os import OSEnvironment, SandboxShellTool
 from glm_agent.sandbox import bwrap_available
 from glm_agent.sandbox.quota import measure
-from glm_agent.core.contracts import ToolContext
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 MiB = 1024 * 1024

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from glm_agent.core.messages import ToolCall
 from glm_agent.cli.eval import eval_app
+from glm_agent.core.errors import ContextOverflowError
+from glm_agent.core.events import ModelDone, TextDelta
+from glm_agent.core.messages import ToolCall
 from glm_agent.evals.compare import compare_runs, render_comparison
 from glm_agent.evals.oracle import OracleFactory
 from glm_agent.evals.report import write_report
-from glm_agent.evals.runner import load_records, sample_seed
+from glm_agent.evals.runner import sample_seed
+from glm_agent.evals.runs import load_records
 from glm_agent.evals.suites import make_suite
 from glm_agent.evals.task import TaskFileError, select_samples, wilson
-from glm_agent.core.errors import ContextOverflowError
-from glm_agent.core.events import ModelDone, TextDelta
-
 
 
 class RaisingModel:
@@ -86,7 +86,7 @@ async def test_timeout_and_task_limit_statuses(ev, tmp_path):
         async def stream(self, messages, tools, settings=None):
             import asyncio
 
-            yield TextDelta("thinking")
+            yield TextDelta(text="thinking")
             await asyncio.sleep(30)
             yield ModelDone()
 
@@ -99,13 +99,17 @@ async def test_timeout_and_task_limit_statuses(ev, tmp_path):
     assert [m["role"] for m in r["messages"]][:2] == ["system", "user"]  # the partial trajectory is kept
 
     # A model that queries forever hits the step limit.
-    loop_model = lambda su, sa: ScriptedModel([ToolCall(name="sql", arguments={"query": "SELECT 1"})] * 20)
+    def loop_model(su, sa):
+        return ScriptedModel([ToolCall(name="sql", arguments={"query": "SELECT 1"})] * 20)
+
     await ev.run_suite(make_suite("db"), loop_model, tmp_path / "loop", limit=1, max_steps=3)
     (r,) = ev.records(tmp_path / "loop")
     assert r["status"] == "task_limit_reached" and r["steps"] == 3 and r["tool_calls"] == 3
 
     # The step override never applies to fc, which ends after the first tool-call turn.
-    fc_model = lambda su, sa: ScriptedModel([[ToolCall(name="set_timer", arguments={"minutes": 25})]] + ["chatter"] * 5)
+    def fc_model(su, sa):
+        return ScriptedModel([[ToolCall(name="set_timer", arguments={"minutes": 25})]] + ["chatter"] * 5)
+
     fc = make_suite("fc")
     fc._samples = [s for s in fc.samples() if s.id == "simple_7"]
     await ev.run_suite(fc, fc_model, tmp_path / "fc", max_steps=6)
@@ -113,7 +117,9 @@ async def test_timeout_and_task_limit_statuses(ev, tmp_path):
     assert r["status"] == "completed" and r["steps"] == 1 and r["tool_calls"] == 1
 
     # Calling a tool that does not exist until the limit is an invalid action.
-    bad_model = lambda su, sa: ScriptedModel([ToolCall(name="mysql", arguments={"q": "x"})] * 5)
+    def bad_model(su, sa):
+        return ScriptedModel([ToolCall(name="mysql", arguments={"q": "x"})] * 5)
+
     await ev.run_suite(make_suite("db"), bad_model, tmp_path / "bad", limit=1, max_steps=2)
     (r,) = ev.records(tmp_path / "bad")
     assert r["status"] == "invalid_action" and r["invalid_calls"] == 2
@@ -156,7 +162,7 @@ async def test_seed_reaches_the_model(ev, tmp_path):
 
         async def stream(self, messages, tools, settings=None):
             seen.append(settings.seed)
-            yield TextDelta("Final Answer: []")
+            yield TextDelta(text="Final Answer: []")
             yield ModelDone()
 
         async def aclose(self):

@@ -1,9 +1,9 @@
 """Dialects: render byte for byte as the official templates do; parse what real models emit.
 
-The templates are the literal texts: glm-4-9b-chat's HF chat template as quoted in
-research/glm_all_tools.md §2.2 (built-in tool texts from §1.2), and the Qwen2.5-Coder
-template read from the embedded model's GGUF metadata. They are rendered with transformers'
-own chat-template renderer, an implementation nobody here wrote.
+The templates are the literal texts (in `data/`): glm-4-9b-chat's Hugging Face chat template,
+built-in tool texts included, and the Qwen2.5-Coder template read from the embedded model's
+GGUF metadata. They are rendered with transformers' own chat-template renderer, an
+implementation nobody here wrote.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from glm_agent.core.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
-from glm_agent.core.events import TextDelta, ToolCallReady
 from glm_agent.core.contracts import ToolSpec
+from glm_agent.core.events import TextDelta, ToolCallReady
+from glm_agent.core.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from glm_agent.models.dialects import get_dialect
 
 DATA = Path(__file__).parent / "data"
@@ -33,15 +33,11 @@ PYTHON = ToolSpec(
     name="python",
     description="Run Python code in a Jupyter kernel.",
     parameters={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
-    raw_arg="code",
-    glm_builtin="python",
 )
 BROWSER = ToolSpec(
     name="simple_browser",
     description="Browse the web.",
     parameters={"type": "object", "properties": {"action": {"type": "string"}}},
-    raw_arg="action",
-    glm_builtin="simple_browser",
 )
 TOOLS = [WEATHER, PYTHON, BROWSER]
 
@@ -86,7 +82,7 @@ def test_glm4_render_matches_official_template_byte_for_byte():
     expected = hf_render(template, hf_messages)
     ours = get_dialect("glm4").render(conversation(), TOOLS)
     assert ours == expected
-    # Sanity on the shape the research documents.
+    # Sanity on the shape itself.
     assert ours.startswith("[gMASK]<sop><|system|>\n你是一个名为 ChatGLM")
     assert "<|assistant|>get_weather\n{" in ours and ours.endswith("<|user|>\n谢谢<|assistant|>")
 
@@ -131,7 +127,7 @@ def test_hermes_render_parallel_results_share_one_user_turn_and_default_system()
 
 
 def test_glm4_0414_render_shape():
-    # The GGUF-shipped glm-4-9b-0414 template renders exactly this (research §2.4): no
+    # The GGUF-shipped glm-4-9b-0414 template renders exactly this: no
     # self-introduction, tools as JSON with indent 4, calls as `name\n{json}`.
     function = json.dumps({"name": WEATHER.name, "description": WEATHER.description, "parameters": WEATHER.parameters}, ensure_ascii=False, indent=4)
     messages = [
@@ -157,8 +153,8 @@ def stream_parse(name: str, text: str, tools=TOOLS, chunk: int = 3):
     return text_out, calls, events
 
 
-# Malformed and odd outputs real models produce (GLM-4 issues #50, #119, #124; Qwen2.5-Coder,
-# research/embedded_models.md §4), each with what the parser must make of it.
+# Malformed and odd outputs real models produce (zai-org/GLM-4 issues #50, #119, #124; the
+# embedded Qwen2.5-Coder), each with what the parser must make of it.
 GLM4_CASES = [
     ("plain answer after the empty metadata line", "\n北京今天晴。", "北京今天晴。", []),
     ("function call with JSON body", 'get_weather\n{"city": "北京"}', "", [("get_weather", {"city": "北京"})]),
@@ -206,9 +202,12 @@ HERMES_CASES = [
     ("doubled braces (Qwen-Coder follow-up)", '{{"name": "python", "arguments": {{"code": "print(2)"}}}}', "", [("python", {"code": "print(2)"})]),
     ("bare JSON object", '{"name": "get_weather", "arguments": {"city": "B"}}', "", [("get_weather", {"city": "B"})]),
     ("arguments as a JSON string", '<tool_call>{"name": "get_weather", "arguments": "{\\"city\\": \\"C\\"}"}</tool_call>', "", [("get_weather", {"city": "C"})]),
+    ("arguments as plain text, a tool with one string argument", '<tool_call>{"name": "python", "arguments": "print(1)"}</tool_call>', "", [("python", {"code": "print(1)"})]),
     ("parameters instead of arguments", '<tool_call>{"name": "get_weather", "parameters": {"city": "D"}}</tool_call>', "", [("get_weather", {"city": "D"})]),
     ("two tagged calls", '<tool_call>{"name": "get_weather", "arguments": {"city": "A"}}</tool_call>\n<tool_call>{"name": "get_weather", "arguments": {"city": "B"}}</tool_call>', "", [("get_weather", {"city": "A"}), ("get_weather", {"city": "B"})]),
     ("text then a call", 'Sure.\n<tool_call>{"name": "get_weather", "arguments": {"city": "E"}}</tool_call>', "Sure.\n", [("get_weather", {"city": "E"})]),
+    # A chunk that starts with the newline before the object (it used to slip through as text).
+    ("text then a bare call", 'Sure.\n{"name": "get_weather", "arguments": {"city": "E"}}', "Sure.\n", [("get_weather", {"city": "E"})]),
     ("a code fence that is not a call stays text", "Use:\n```python\nprint(1)\n```\nok", "Use:\n```python\nprint(1)\n```\nok", []),
     ("JSON data that is not a call stays text", '{"a": 1}\nthat is JSON', '{"a": 1}\nthat is JSON', []),
     ("plain answer with the end token", "The capital is Tokyo.<|im_end|>", "The capital is Tokyo.", []),
@@ -242,3 +241,188 @@ def test_hermes_plain_answer_streams_immediately():
 def test_unknown_dialect_is_a_clear_error():
     with pytest.raises(ValueError, match="glm4, glm4_0414, hermes"):
         get_dialect("llama3")
+
+
+# ---- stop strings: one scanner (the parser base) for every dialect and for LocalModel
+
+DIALECTS = ["glm4", "glm4_0414", "hermes"]
+
+
+def _answer(name: str, text: str) -> str:
+    return text if name == "hermes" else "\n" + text  # GLM answers start with an empty metadata line
+
+
+def feed_chunks(parser, text: str, chunk: int):
+    events = []
+    for i in range(0, len(text), chunk):
+        events += parser.feed(text[i : i + chunk])
+    return events
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000])
+def test_stop_strings_end_the_turn_whatever_the_chunks(name, chunk):
+    dialect = get_dialect(name)
+    for stop, extra in ((dialect.stop_strings[0], ()), ("END", ("END",)), ("<|user|>", ("<|user|>",))):
+        parser = dialect.parser(TOOLS, stop=extra)
+        events = feed_chunks(parser, _answer(name, "The answer is 42.") + stop + " and more text", chunk)
+        assert parser.stopped  # known as soon as the stop string is complete: decoding can end
+        events += parser.finish()
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "The answer is 42."
+        assert parser.feed("later text") == [] and parser.finish() == []  # nothing after the end
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_the_earliest_stop_string_wins_and_an_unfinished_one_is_text(name):
+    parser = get_dialect(name).parser(TOOLS, stop=["ZZ", "Q!"])
+    text, _ = parse_all_text(parser, _answer(name, "one Q! two ZZ three"))
+    assert text == "one "
+    parser = get_dialect(name).parser(TOOLS, stop=["STOP"])
+    held = feed_chunks(parser, _answer(name, "Ends with STO"), 1)
+    assert "".join(e.text for e in held).endswith("Ends with ")  # "STO" may still become "STOP"
+    assert "".join(e.text for e in parser.finish()) == "STO" and not parser.stopped
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_an_empty_stop_string_is_no_stop(name):
+    # The dialect parsers used to cut the whole turn at an empty stop string (it matches at 0).
+    text, _ = parse_all_text(get_dialect(name).parser(TOOLS, stop=[""]), _answer(name, "Still here."))
+    assert text == "Still here."
+
+
+@pytest.mark.parametrize("name", ["glm4", "glm4_0414"])
+def test_a_stop_string_split_inside_a_call_body_ends_the_call(name):
+    parser = get_dialect(name).parser(TOOLS)
+    events = parser.feed('get_weather\n{"city": "A"}<|obser')
+    assert events == [] and not parser.stopped
+    events = parser.feed("vation|>\n{garbage")
+    assert parser.stopped and [(e.call.name, e.call.arguments) for e in events] == [("get_weather", {"city": "A"})]
+
+
+def test_stop_scanner_after_a_hit_gives_nothing():
+    from glm_agent.models.dialects.base import StopScanner
+
+    scanner = StopScanner(["<|im_end|>", ""])
+    assert scanner.feed("abc<|im_") == "abc" and scanner.feed("end|>def") == "" and scanner.hit
+    assert scanner.feed("more") == "" and scanner.flush() == ""  # LocalModel's copy kept returning text
+
+
+def parse_all_text(parser, text):
+    from glm_agent.models.dialects.base import parse_all
+
+    return parse_all(parser, text)
+
+
+# ---- calls made under a tool's action name (`search(...)` instead of the browser)
+
+BROWSER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "action": {"type": "string", "enum": ["search", "mclick", "open_url", "scroll", "find"]},
+        "query": {"type": "string"}, "ids": {"type": "array"}, "url": {"type": "string"},
+    },
+    "required": ["action"],
+}
+WEB = ToolSpec(name="simple_browser", description="Browse the web.", parameters=BROWSER_SCHEMA)
+
+ROUTED_CASES = [
+    # What small models write instead of calling `simple_browser` (Qwen2.5-Coder's fenced and
+    # doubled-brace shapes, the tagged Hermes form, GLM's `name\n{json}`).
+    ("hermes", '```json\n{"name": "search", "arguments": {"query": "GLM-4 release"}}\n```',
+     {"action": "search", "query": "GLM-4 release"}),
+    ("hermes", '{{"name": "open_url", "arguments": {{"url": "https://example.com/"}}}}',
+     {"action": "open_url", "url": "https://example.com/"}),
+    ("hermes", '<tool_call>\n{"name": "mclick", "arguments": {"ids": [0, 2]}}\n</tool_call>',
+     {"action": "mclick", "ids": [0, 2]}),
+    ("glm4", 'search\n{"query": "GLM-4 release"}', {"action": "search", "query": "GLM-4 release"}),
+    ("glm4_0414", 'open_url\n{"url": "https://example.com/"}', {"action": "open_url", "url": "https://example.com/"}),
+]
+
+
+@pytest.mark.parametrize("name,text,arguments", ROUTED_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(ROUTED_CASES)])
+@pytest.mark.parametrize("chunk", [1, 1000])
+def test_a_call_named_after_an_action_goes_to_its_tool(name, text, arguments, chunk):
+    _, calls, _ = stream_parse(name, text, tools=[WEATHER, WEB], chunk=chunk)
+    assert [(c.name, c.arguments) for c in calls] == [("simple_browser", arguments)]
+
+
+def test_action_routing_needs_exactly_one_owner_and_a_readable_call():
+    other = ToolSpec(name="docs", description="Search the docs.", parameters=BROWSER_SCHEMA)
+    text = '<tool_call>{"name": "search", "arguments": {"query": "x"}}</tool_call>'
+    _, calls, _ = stream_parse("hermes", text, tools=[WEB, other])
+    assert [c.name for c in calls] == ["search"]  # two tools could mean it: the loop says there is no `search`
+    _, calls, _ = stream_parse("hermes", '<tool_call>{"name": "search", "arguments": {"query": }</tool_call>', tools=[WEB])
+    assert calls[0].name == "search" and calls[0].arguments_error  # broken arguments are reported as written
+    search_tool = ToolSpec(name="search", description="A real search tool.", parameters=WEATHER.parameters)
+    _, calls, _ = stream_parse("glm4", 'search\n{"city": "x"}', tools=[WEB, search_tool])
+    assert [(c.name, c.arguments) for c in calls] == [("search", {"city": "x"})]  # a real tool keeps its calls
+
+
+# ---- outputs that mean a call although they are not in the dialect's own shape
+
+@pytest.mark.parametrize("name", ["glm4", "glm4_0414"])
+@pytest.mark.parametrize("text,want", [
+    ("python\nprint(1)", ("python", {"code": "print(1)"})),
+    ('simple_browser\nsearch("GLM-4")', ("simple_browser", {"action": 'search("GLM-4")'})),
+    ("cogview\nA red fox in the snow, watercolor.", ("cogview", {"prompt": "A red fox in the snow, watercolor."})),
+])
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_glm_builtin_header_for_a_missing_tool_is_a_call_not_an_answer(name, text, want, chunk):
+    # Only get_weather is registered: the call goes to the loop, which says which tools exist.
+    got_text, calls, _ = stream_parse(name, text, tools=[WEATHER], chunk=chunk)
+    assert got_text == "" and [(c.name, c.arguments) for c in calls] == [want]
+
+
+GLM_FOREIGN_CASES = [
+    ("hermes block, registered tool", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
+     "", [("get_weather", {"city": "Oslo"}, None)]),
+    ("hermes block after text", '\nLet me look.\n<tool_call>{"name": "get_weather", "arguments": {"city": "B"}}</tool_call>',
+     "Let me look.\n", [("get_weather", {"city": "B"}, None)]),
+    ("hermes block, unknown tool", '<tool_call>{"name": "send_email", "arguments": {"to": "x"}}</tool_call>',
+     "", [("send_email", {"to": "x"}, None)]),
+    ("hermes block, broken JSON", '\n<tool_call>{"name": "get_weather", "arguments": {"city": }</tool_call>',
+     "", [("get_weather", {}, "error")]),
+    ("hermes block without a call", "<tool_call>\nget_weather(city='Oslo')\n</tool_call>", "", [("", {}, "error")]),
+    ("hermes block never closed", '\n<tool_call>{"name": "get_weather", "arguments": {"city": "C"}}', "",
+     [("get_weather", {"city": "C"}, None)]),
+    ("bare call object", '{"name": "get_weather", "arguments": {"city": "D"}}', "", [("get_weather", {"city": "D"}, None)]),
+    ("bare call object after the metadata line", '\n{"name": "get_weather", "parameters": {"city": "E"}}', "",
+     [("get_weather", {"city": "E"}, None)]),
+    ("bare call object after prose", '\nChecking.\n{"name": "get_weather", "arguments": {"city": "F"}}', "Checking.\n",
+     [("get_weather", {"city": "F"}, None)]),
+    ("JSON that is no call stays an answer", '\n{"name": "Ann", "age": 31}', '{"name": "Ann", "age": 31}', []),
+    ("a name alone is no call", '\n{"name": "get_weather"}', '{"name": "get_weather"}', []),
+    ("a fenced block stays an answer", '\n```json\n{"name": "get_weather", "arguments": {"city": "G"}}\n```',
+     '```json\n{"name": "get_weather", "arguments": {"city": "G"}}\n```', []),
+    ("braces inside prose", "\nUse {x} here.\n{not json", "Use {x} here.\n{not json", []),
+]
+
+
+@pytest.mark.parametrize("name", ["glm4", "glm4_0414"])
+@pytest.mark.parametrize("label,text,want_text,want_calls", GLM_FOREIGN_CASES, ids=[c[0] for c in GLM_FOREIGN_CASES])
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_glm_reads_hermes_blocks_and_call_objects_as_calls(name, label, text, want_text, want_calls, chunk):
+    got_text, calls, _ = stream_parse(name, text, chunk=chunk)
+    assert got_text == want_text
+    assert [(c.name, c.arguments, "error" if c.arguments_error else None) for c in calls] == want_calls
+
+
+def test_glm_answers_with_code_still_stream():
+    parser = get_dialect("glm4").parser(TOOLS)
+    parser.feed("\n")
+    shown = "".join(e.text for e in parser.feed("Here:\n```python\nprint(1)\n"))
+    assert shown == "Here:\n```python\nprint(1)\n"  # a fence is never held back in GLM answers
+
+
+def test_hermes_tagged_block_without_a_call_is_a_call_error_not_an_answer():
+    _, calls, _ = stream_parse("hermes", "<tool_call>\nget_weather(city='Oslo')\n</tool_call>")
+    assert len(calls) == 1 and calls[0].name == "" and "not valid JSON" in calls[0].arguments_error
+
+
+def test_json_arguments_error_is_a_glm_agent_error():
+    from glm_agent.core.errors import GlmAgentError
+    from glm_agent.models.dialects._json import JSONArgumentsError, loads_tolerant
+
+    with pytest.raises(GlmAgentError, match="not valid JSON"):
+        loads_tolerant("{oops")
+    assert issubclass(JSONArgumentsError, ValueError)

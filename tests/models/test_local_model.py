@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from glm_agent.core.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
 from glm_agent.core.contracts import ChatModel, GenerationSettings, ToolSpec
 from glm_agent.core.errors import ContextOverflowError
 from glm_agent.core.events import ModelDone, TextDelta, ToolCallReady
+from glm_agent.core.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
 from glm_agent.models.local import LocalModel
 
 QUESTION = [UserMessage(content="What is the capital of France?")]

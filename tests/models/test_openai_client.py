@@ -10,20 +10,15 @@ import httpx
 import pytest
 
 from glm_agent.agent import Agent
-from glm_agent.models.scripted import ScriptedModel
-from glm_agent.core.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
-from glm_agent.core.errors import ContextOverflowError, ModelError
 from glm_agent.core.contracts import GenerationSettings, ToolSpec
+from glm_agent.core.errors import ContextOverflowError, ModelError
 from glm_agent.core.events import ModelDone, TextDelta, ToolCallReady
-from glm_agent.models.openai import (
-    ZHIPU_BASE_URL,
-    OpenAIModel,
-    _retry_after,
-    iter_sse,
-    model_from_spec,
-    parse_model_spec,
-    to_openai_messages,
-)
+from glm_agent.core.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
+from glm_agent.models.openai import OpenAIModel
+from glm_agent.models.openai_http import retry_after
+from glm_agent.models.openai_spec import ZHIPU_BASE_URL, model_from_spec, parse_model_spec
+from glm_agent.models.openai_wire import iter_sse, messages_to_openai
+from glm_agent.models.scripted import ScriptedModel
 
 WEATHER = ToolSpec(
     name="get_weather",
@@ -231,6 +226,21 @@ async def test_non_stream_tool_call_vllm_shape():
     assert replay.requests[0].url.path == "/v1/chat/completions"
 
 
+
+async def test_native_call_named_after_a_tools_action_reaches_that_tool():
+    # Small models call the browser's "search" as if it were a tool; with native tool calls
+    # nothing goes through the dialect parser, so the client maps it itself.
+    browser = ToolSpec(name="simple_browser", description="Browse.", parameters={
+        "type": "object", "properties": {"action": {"type": "string", "enum": ["search", "open_url"]},
+                                         "query": {"type": "string"}}})
+    answer = json.loads(json.dumps(VLLM_TOOL_CALL))
+    answer["choices"][0]["message"]["tool_calls"][0]["function"] = {"name": "search",
+                                                                     "arguments": '{"query": "GLM-4"}'}
+    replay = Replay(httpx.Response(200, json=answer))
+    _, calls, done, _ = await collect(replay.model(stream=False, tool_mode="native"), tools=[WEATHER, browser])
+    assert [(c.name, c.arguments) for c in calls] == [("simple_browser", {"action": "search", "query": "GLM-4"})]
+    assert done.finish_reason == "tool_calls"
+
 async def test_streamed_tool_call_deltas_split_across_chunks_and_parallel():
     replay = Replay(sse_response(VLLM_STREAM_PARALLEL))
     text, calls, done, _ = await collect(replay.model(tool_mode="native"), tools=[WEATHER, TIME])
@@ -361,7 +371,7 @@ async def test_context_overflow_is_its_own_error(status, body):
     assert len(replay.requests) == 1
 
 
-async def test_429_then_success_honours_retry_after():
+async def test_429_then_success_honoursretry_after():
     ok = sse_response([_chunk({"content": "fine"}), _chunk({}, finish="stop")])
     replay = Replay(httpx.Response(429, json=ZHIPU_429, headers={"retry-after-ms": "300"}), ok)
     start = time.monotonic()
@@ -399,11 +409,11 @@ async def test_error_event_inside_stream():
 
 
 def test_retry_after_header_forms():
-    assert _retry_after(httpx.Response(429, headers={"retry-after": "2"})) == 2.0
-    assert _retry_after(httpx.Response(429, headers={"retry-after-ms": "1500"})) == 1.5
+    assert retry_after(httpx.Response(429, headers={"retry-after": "2"})) == 2.0
+    assert retry_after(httpx.Response(429, headers={"retry-after-ms": "1500"})) == 1.5
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= _retry_after(httpx.Response(429, headers={"retry-after": future})) <= 31
-    assert _retry_after(httpx.Response(429)) is None
+    assert 25 <= retry_after(httpx.Response(429, headers={"retry-after": future})) <= 31
+    assert retry_after(httpx.Response(429)) is None
 
 
 # ---------------------------------------------------------------- pieces
@@ -420,7 +430,7 @@ async def test_iter_sse_handles_comments_multiline_and_crlf():
 def test_message_conversion_round_trip_shapes():
     call = ToolCall(id="call_1", name="get_weather", arguments={"city": "北京"})
     broken = ToolCall(id="call_2", name="get_weather", raw_arguments="{oops", arguments_error="bad")
-    out = to_openai_messages([
+    out = messages_to_openai([
         SystemMessage(content="sys"),
         UserMessage(content="hi"),
         AssistantMessage(content="", tool_calls=[call, broken]),
@@ -472,7 +482,7 @@ def test_api_key_precedence(monkeypatch):
 
 @pytest.fixture
 def own_server():
-    from glm_agent.serve.app import create_app, serve_in_thread
+    from glm_agent.serve import create_app, serve_in_thread
 
     started = []
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from glm_agent.core.contracts import ToolSpec
 from glm_agent.core.messages import (
     AssistantMessage,
     SystemMessage,
@@ -13,15 +14,14 @@ from glm_agent.core.messages import (
     ToolMessage,
     UserMessage,
 )
-from glm_agent.core.contracts import ToolSpec
+from glm_agent.engine.embedded import embedded_model_path, smollm2_path
+from glm_agent.engine.loaders.gguf import GGUFCheckpoint
 from glm_agent.models.templates import (
     ChatTemplate,
     ChatTemplateError,
     find_chat_template,
     messages_to_dicts,
 )
-from glm_agent.engine.embedded import embedded_model_path, smollm2_path
-from glm_agent.engine.loaders.gguf import GGUFCheckpoint
 
 PY = ToolSpec(
     name="python",

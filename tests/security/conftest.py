@@ -1,5 +1,5 @@
-"""Shared pieces of the sandbox security tests: the host files hostile code aims at, kernels
-under test, and a way to run a sandboxed shell script as an unprivileged user.
+"""Shared pieces of the sandbox security tests: the host files hostile code aims at, the tools
+under test (kernels from the root conftest), and a way to run a sandboxed shell script as an unprivileged user.
 
 Targets are real host paths of several kinds (an existing file, a new file, a file in /etc,
 a file in the user's home), so that a test fails whichever of them an attack reaches; they
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from glm_agent.core.contracts import ToolContext
 from glm_agent.sandbox import (
-    KernelSession,
     Sandbox,
     SandboxConfig,
     bwrap_available,
@@ -78,30 +78,43 @@ def targets():
 
 
 @pytest.fixture
-def box_config() -> SandboxConfig:
-    return SandboxConfig(memory_mb=1024, nprocs=64, timeout=10.0, cpu_seconds=120)
-
-
-@pytest.fixture
-def kernels(box_config):
-    """Factory of KernelSessions that are all shut down at the end of the test."""
-    sessions: list[KernelSession] = []
-
-    def make(workspace, config: SandboxConfig | None = None, **kw) -> KernelSession:
-        k = KernelSession(workspace, config or box_config, interrupt_grace=kw.pop("interrupt_grace", 1.5), **kw)
-        sessions.append(k)
-        return k
-
-    yield make
-    for k in sessions:
-        k.shutdown_sync()
-
-
-@pytest.fixture
 def ws(tmp_path) -> Path:
     path = tmp_path / "ws"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def tool_config() -> SandboxConfig:
+    """The sandbox of the `python` and `shell` tool fixtures; a module overrides it."""
+    return SandboxConfig(memory_mb=1024, nprocs=64, timeout=30)
+
+
+@pytest.fixture
+async def python(ws, tool_config):
+    """python(code) runs `code` through the real python tool on `ws`."""
+    from glm_agent.tools.python import PythonTool
+
+    tool = PythonTool(sandbox=tool_config, timeout=30, interrupt_grace=3)
+
+    async def run(code: str):
+        return await tool.call({"code": code}, ToolContext(session_id="security", workspace=ws))
+
+    yield run
+    await tool.aclose()
+
+
+@pytest.fixture
+def shell(ws, tool_config):
+    """shell(command) runs `command` through the real shell tool on `ws`."""
+    from glm_agent.tools.shell import ShellTool
+
+    tool = ShellTool(sandbox=tool_config, timeout=30)
+
+    async def run(command: str):
+        return await tool.call({"command": command}, ToolContext(session_id="security", workspace=ws))
+
+    return run
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Tools whose output attacks the terminal, loaded by the terminal tests through
 `--tools hostile_terminal_tools:fetch_page,...`."""
 
-from glm_agent.core.messages import Attachment, ToolResult
 from glm_agent.core.contracts import Tool
+from glm_agent.core.messages import Attachment, ToolResult
 
 # What a web page, a file or a model can put in text to take over a terminal.
 ATTACKS = {

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from glm_agent.tools.browser import BrowserError, find_chromium
 from glm_agent.cli.browser import app
+from glm_agent.tools.browser import BrowserError, find_chromium
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hostile_terminal_tools import HOSTILE  # noqa: E402

@@ -17,25 +17,27 @@ import asyncio
 import ipaddress
 import os
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
 
 from glm_agent.tools.browser import (
-    BrowserError,
     BrowserTool,
-    ChromiumProcess,
     LocalIndexProvider,
     SearchResult,
     URLGuard,
-    find_chromium,
 )
 from glm_agent.tools.browser.addresses import classify_address, embedded_ipv4, host_ip
 from glm_agent.tools.browser.guard import BLOCK_HEADER
 from glm_agent.tools.browser.proxy import GuardProxy
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools" / "browser"))
+from browser_site import exchange  # noqa: E402
 
 # Text that must never reach the model: /etc/passwd, a file beside the index folder, the
 # bodies of data: and blob: URLs, and Chromium's internal pages.
@@ -171,17 +173,6 @@ def hostile(outside):
     server = Hostile(outside[1].as_uri())
     yield server
     server.close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chromium():
-    try:
-        find_chromium()
-    except BrowserError as exc:
-        pytest.skip(str(exc))
-    process = ChromiumProcess()
-    yield process
-    await process.aclose()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -481,15 +472,6 @@ async def test_names_resolving_to_ipv6_forms_of_private_addresses():
         assert not verdict and verdict.kind == "blocked" and words in verdict.reason, verdict.reason
 
 
-async def _raw(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    out = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return out
-
-
 async def test_proxy_refuses_every_spelling_sent_to_it(hostile):
     """Clients other than Chromium may send odd spellings as they are: the proxy reads them
     as Chromium would, and never asks a resolver about an address."""
@@ -501,9 +483,9 @@ async def test_proxy_refuses_every_spelling_sent_to_it(hostile):
         hosts = [f"{h}:{hostile.internal_port}" for h in IPV4_SPELLINGS[:9]]
         hosts += [f"[{a}]:{hostile.internal_port}" for a, _, _ in IPV6_FORMS]
         for host in hosts:
-            answer = await _raw(port, f"GET http://{host}/admin HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            answer = await exchange(port, f"GET http://{host}/admin HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
             assert answer.startswith(b"HTTP/1.1 403") and f"{BLOCK_HEADER}: blocked".encode() in answer, (host, answer[:300])
-            tunnel = await _raw(port, f"CONNECT {host} HTTP/1.1\r\n\r\n".encode())
+            tunnel = await exchange(port, f"CONNECT {host} HTTP/1.1\r\n\r\n".encode())
             assert tunnel.startswith(b"HTTP/1.1 403"), (host, tunnel[:300])
         assert calls == [] and hostile.internal_hits == []
     finally:

@@ -68,36 +68,36 @@ def works(k: KernelSession) -> None:
     assert res.status == "ok" and res.text.strip() == "again", (res.text, res.notice)
 
 
-def test_files_planted_by_the_shell_tool_do_not_break_kernel_starts(kernels, ws, box_config, sh):
-    assert sh(plant_shell_script(), ws, box_config).output.strip() == "planted"
+def test_files_planted_by_the_shell_tool_do_not_break_kernel_starts(kernel_factory, ws, config, sh):
+    assert sh(plant_shell_script(), ws, config).output.strip() == "planted"
     assert (ws / "ipykernel_launcher.py").read_text() == BOMB
-    works(kernels(ws))
+    works(kernel_factory(ws))
 
 
-def test_files_planted_by_the_kernel_do_not_break_its_restart(kernels, ws):
-    k = kernels(ws)
+def test_files_planted_by_the_kernel_do_not_break_its_restart(kernel_factory, ws):
+    k = kernel_factory(ws)
     assert k.execute_sync(plant_python()).text.strip() == "planted"
     works(k)
     k.restart_sync()
     assert k.execute_sync("print(1 + 1)").text.strip() == "2"
 
 
-def test_a_new_session_on_a_planted_workspace_starts(kernels, ws):
+def test_a_new_session_on_a_planted_workspace_starts(kernel_factory, ws):
     """The persistent part: the next session on the same workspace."""
-    first = kernels(ws)
+    first = kernel_factory(ws)
     assert first.execute_sync(plant_python()).text.strip() == "planted"
     first.shutdown_sync()
-    works(kernels(ws))
+    works(kernel_factory(ws))
 
 
-def test_without_a_sandbox_too(kernels, ws, box_config):
-    cfg = box_config.with_(unsafe_no_sandbox=True)
-    k = kernels(ws, cfg)
+def test_without_a_sandbox_too(kernel_factory, ws, config):
+    cfg = config.with_(unsafe_no_sandbox=True)
+    k = kernel_factory(ws, cfg)
     assert k.execute_sync(plant_python()).text.strip() == "planted"
     works(k)
 
 
-def test_kernel_from_an_interpreter_under_tmp(kernels, ws, tmp_path):
+def test_kernel_from_an_interpreter_under_tmp(kernel_factory, ws, tmp_path):
     """The private /tmp must not hide the interpreter: a venv under /tmp runs the kernel.
 
     A --system-site-packages venv of the running interpreter's base, with a .pth file that
@@ -109,7 +109,7 @@ def test_kernel_from_an_interpreter_under_tmp(kernels, ws, tmp_path):
     site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     Path(site, "parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    k = kernels(ws, SandboxConfig(memory_mb=1024, nprocs=64, timeout=10), python=str(venv / "bin" / "python"))
+    k = kernel_factory(ws, SandboxConfig(memory_mb=1024, nprocs=64, timeout=10), python=str(venv / "bin" / "python"))
     res = k.execute_sync("import sys\nprint(sys.prefix)")
     assert res.status == "ok" and res.text.strip() == str(venv), (res.text, res.notice)
     assert str(venv) in k.sandbox.rebound_folders()

@@ -19,8 +19,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from glm_agent.sandbox import SandboxConfig, bwrap_available
 from glm_agent.cli.sandbox import app
+from glm_agent.sandbox import SandboxConfig, bwrap_available
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 
@@ -66,16 +66,16 @@ print('AS', resource.getrlimit(resource.RLIMIT_AS))
 
 
 @pytest.mark.parametrize("entry", ["kernel", "shell"])
-def test_sandboxed_code_holds_no_capability(entry, kernels, ws, box_config, sh):
+def test_sandboxed_code_holds_no_capability(entry, kernel_factory, ws, config, sh):
     """No capability, and so no way to raise the limits (CAP_SYS_RESOURCE)."""
     if entry == "kernel":
-        res = kernels(ws).execute_sync(STATUS_CODE + "\n" + RAISE_CODE)
+        res = kernel_factory(ws).execute_sync(STATUS_CODE + "\n" + RAISE_CODE)
         assert res.status == "ok", res.text
         text = res.text
     else:
         text = sh("cat /proc/self/status; grep Cap /proc/1/status | sed 's/^/pid1/';"
                   f"prlimit --pid $$ --as=unlimited:unlimited; python3 -c {shlex.quote(RAISE_CODE)}",
-                  ws, box_config).output
+                  ws, config).output
     assert_powerless(caps(text))
     pid1 = {k[4:]: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if k.startswith("pid1")}
     if pid1:  # bubblewrap itself, as pid 1 of the sandbox, holds nothing either
@@ -100,12 +100,12 @@ def _attack_script(targets) -> str:
 
 
 @pytest.mark.parametrize("entry", ["shell", "kernel"])
-def test_mounts_cannot_be_changed_to_write_host_files(entry, kernels, ws, box_config, targets, sh):
+def test_mounts_cannot_be_changed_to_write_host_files(entry, kernel_factory, ws, config, targets, sh):
     script = _attack_script(targets)
     if entry == "shell":
-        out = sh(script, ws, box_config, timeout=30).output
+        out = sh(script, ws, config, timeout=30).output
     else:
-        res = kernels(ws).execute_sync(
+        res = kernel_factory(ws).execute_sync(
             f"import subprocess\nprint(subprocess.run(['bash', '-c', {script!r}], capture_output=True, "
             "text=True).stdout)", timeout=30)
         out = res.text
@@ -117,9 +117,9 @@ def test_mounts_cannot_be_changed_to_write_host_files(entry, kernels, ws, box_co
     assert ".bashrc" not in out.split()
 
 
-def test_python_syscalls_are_refused_too(kernels, ws, targets):
+def test_python_syscalls_are_refused_too(kernel_factory, ws, targets):
     """The same through the syscalls themselves (no mount binary needed)."""
-    k = kernels(ws)
+    k = kernel_factory(ws)
     res = k.execute_sync(textwrap.dedent(f"""
         import ctypes, os, stat
         libc = ctypes.CDLL(None, use_errno=True)
@@ -149,9 +149,9 @@ def test_python_syscalls_are_refused_too(kernels, ws, targets):
     assert all(rc != 0 for name, rc in results.items() if not name.startswith("write")), repr(results)
 
 
-def test_host_processes_and_the_pids_cgroup_are_out_of_reach(kernels, ws):
+def test_host_processes_and_the_pids_cgroup_are_out_of_reach(kernel_factory, ws):
     victim = subprocess.Popen(["sleep", "60"])
-    k = kernels(ws)
+    k = kernel_factory(ws)
     try:
         k.start_sync()
         group = k.sandbox.cgroup
@@ -191,15 +191,15 @@ def test_host_processes_and_the_pids_cgroup_are_out_of_reach(kernels, ws):
 
 @needs_disable_userns
 @pytest.mark.parametrize("entry", ["kernel", "shell"])
-def test_no_user_namespaces_inside(entry, kernels, ws, box_config, sh):
+def test_no_user_namespaces_inside(entry, kernel_factory, ws, config, sh):
     """A nested user namespace would hand the code every capability again (within it),
     and with them the kernel's namespace-only attack surface."""
     code = "unshare -U true && echo USERNS_MADE; unshare -Ur true && echo USERNS_ROOT"
     if entry == "kernel":
-        out = kernels(ws).execute_sync(
+        out = kernel_factory(ws).execute_sync(
             f"import subprocess\nprint(subprocess.run({code!r}, shell=True, capture_output=True, text=True).stdout)").text
     else:
-        out = sh(code, ws, box_config).output
+        out = sh(code, ws, config).output
     assert "USERNS_MADE" not in out and "USERNS_ROOT" not in out, out
 
 

@@ -73,15 +73,15 @@ def forbidden_for(workspace, *more: str) -> list[str]:
 
 
 @pytest.mark.parametrize("entry", ["kernel", "shell"])
-def test_proc_shows_no_host_paths_or_sandbox_arguments(entry, kernels, ws, box_config, sh):
+def test_proc_shows_no_host_paths_or_sandbox_arguments(entry, kernel_factory, ws, config, sh):
     if entry == "kernel":
-        k = kernels(ws)
+        k = kernel_factory(ws)
         res = k.execute_sync(DUMP)
         assert res.status == "ok", res.text
         dump = json.loads(res.text.strip().splitlines()[-1])
         forbidden = forbidden_for(ws, str(k._runtime))
     else:
-        res = sh(f"python3 -c {shlex.quote(DUMP)} & wait", ws, box_config)
+        res = sh(f"python3 -c {shlex.quote(DUMP)} & wait", ws, config)
         assert res.ok, res.output
         dump = json.loads(res.output.strip().splitlines()[-1])
         forbidden = forbidden_for(ws)
@@ -89,12 +89,12 @@ def test_proc_shows_no_host_paths_or_sandbox_arguments(entry, kernels, ws, box_c
     assert not leaks(dump, forbidden)
 
 
-def test_mountinfo_shows_only_the_documented_bind_sources(kernels, ws):
+def test_mountinfo_shows_only_the_documented_bind_sources(kernel_factory, ws):
     """What remains visible: the workspace's host path at /mnt/data, the interpreter's
     folders, and three files or folders of the kernel's host-only runtime folder (its
     socket folder, its connection file, the font-list seed); never the runtime folder as a
     whole, nor anything else of the home."""
-    k = kernels(ws)
+    k = kernel_factory(ws)
     res = k.execute_sync("print(open('/proc/self/mountinfo').read())")
     assert res.status == "ok", res.text
     runtime_name = k._runtime.name

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from glm_agent.core.contracts import ToolContext
 from glm_agent.sandbox import SandboxConfig, bwrap_available
 from glm_agent.sandbox.quota import HELD_LEVELS, Quota, QuotaWatcher, Usage, measure
-from glm_agent.core.contracts import ToolContext
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _workspace_helpers import png_bytes  # noqa: E402
@@ -38,35 +38,8 @@ def du(ws: Path) -> Usage:
 
 
 @pytest.fixture
-def ws(tmp_path):
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-async def python(ws):
-    from glm_agent.tools.python import PythonTool
-
-    tool = PythonTool(sandbox=CFG, timeout=30, interrupt_grace=3)
-
-    async def run(code: str):
-        return await tool.call({"code": code}, ctx(ws))
-
-    yield run
-    await tool.aclose()
-
-
-@pytest.fixture
-def shell(ws):
-    from glm_agent.tools.shell import ShellTool
-
-    tool = ShellTool(sandbox=CFG, timeout=30)
-
-    async def run(command: str):
-        return await tool.call({"command": command}, ctx(ws))
-
-    return run
+def tool_config() -> SandboxConfig:
+    return CFG
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -481,7 +454,7 @@ def test_cli_workspace_quota_option(tmp_path, quota_mb, stopped):
     ]))
     env = dict(os.environ, GLM_AGENT_HOME=str(tmp_path / "home"), NO_COLOR="1")
     out = subprocess.run(
-        [sys.executable, "-m", "glm_agent.cli.main", "run", "done?", "--model", f"scripted:{script}", "--tools", "shell",
+        [sys.executable, "-m", "glm_agent", "run", "done?", "--model", f"scripted:{script}", "--tools", "shell",
          "--workspace", str(tmp_path / "ws"), "--workspace-quota-mb", str(quota_mb), "--json"],
         capture_output=True, text=True, env=env, timeout=120,
     )

@@ -17,14 +17,14 @@ import textwrap
 
 import pytest
 
-from glm_agent.sandbox import bwrap_available
 from glm_agent.core.contracts import ToolContext
+from glm_agent.sandbox import bwrap_available
 from glm_agent.tools.python import PythonTool
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 
 # Every name a host file of the kernel has had or has, and the sockets' names.
-NAMES = ["kernel.log", "connection.json", "kernel.json", "kernels/glm-agent-sandbox/kernel.json",
+NAMES = ["kernel.log", "connection.json", "kernel.json", "kernel_factory/glm-agent-sandbox/kernel.json",
          "mpl/fontlist-v390.json", "fontlist-v390.json", "fontlist-v3.11.0.json", "mpl/fontlist-v3.11.0.json",
          "sandbox/bwrap-2.args", "bwrap-2.args", "k-1", "k-2", "k-3", "k-4", "k-5", "k-6", "k-7", "k-8",
          "k-9", "k-10"]
@@ -89,21 +89,21 @@ def kernel_attack(k, target: str, folders: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("target", ["existing", "new", "etc", "home"])
-def test_kernel_restart_never_follows_planted_links(target, kernels, ws, targets):
-    k = kernels(ws)
+def test_kernel_restart_never_follows_planted_links(target, kernel_factory, ws, targets):
+    k = kernel_factory(ws)
     seen = kernel_attack(k, str(targets.all[target]), (str(targets.folder), str(targets.home_folder)))
     assert not targets.problems(), seen
     assert not any("original host content" in s for s in seen)
 
 
-def test_the_runtime_folder_is_not_in_the_sandbox(kernels, ws, targets):
+def test_the_runtime_folder_is_not_in_the_sandbox(kernel_factory, ws, targets):
     """Not even reachable: the host-only folder does not exist inside, by any name."""
-    k = kernels(ws)
+    k = kernel_factory(ws)
     k.start_sync()
     runtime = str(k._runtime)
     res = k.execute_sync(textwrap.dedent(f"""
         import os
-        found = [p for p in ({runtime!r}, {runtime + '/kernels'!r}, {runtime + '/sandbox'!r}) if os.path.lexists(p)]
+        found = [p for p in ({runtime!r}, {runtime + '/kernel_factory'!r}, {runtime + '/sandbox'!r}) if os.path.lexists(p)]
         try:
             os.symlink({str(targets.existing)!r}, {runtime + '/kernel.log'!r})
             found.append('planted')
@@ -126,9 +126,9 @@ def test_the_runtime_folder_is_not_in_the_sandbox(kernels, ws, targets):
     assert "WRITABLE" not in res.text and "read-only /tmp/.kernel/connection.json" in res.text
 
 
-def test_python_tool_entry_point(ws, targets, box_config):
+def test_python_tool_entry_point(ws, targets, config):
     """The same attack through the `python` tool as the agent calls it."""
-    tool = PythonTool(sandbox=box_config, timeout=20, interrupt_grace=1.5)
+    tool = PythonTool(sandbox=config, timeout=20, interrupt_grace=1.5)
     ctx = ToolContext(session_id="sec", workspace=ws)
 
     async def attack() -> list[str]:

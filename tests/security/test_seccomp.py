@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from glm_agent.core.contracts import ToolContext
 from glm_agent.sandbox import Sandbox, SandboxConfig, bwrap_available
 from glm_agent.sandbox.quota import measure
-from glm_agent.core.contracts import ToolContext
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
 x86_64_only = pytest.mark.skipif(platform.machine() != "x86_64", reason="int 0x80 is x86 only")
@@ -120,35 +120,8 @@ def ctx(ws: Path) -> ToolContext:
 
 
 @pytest.fixture
-def ws(tmp_path):
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-async def python(ws):
-    from glm_agent.tools.python import PythonTool
-
-    tool = PythonTool(sandbox=CFG, timeout=30, interrupt_grace=3)
-
-    async def run(code: str):
-        return await tool.call({"code": code}, ctx(ws))
-
-    yield run
-    await tool.aclose()
-
-
-@pytest.fixture
-def shell(ws):
-    from glm_agent.tools.shell import ShellTool
-
-    tool = ShellTool(sandbox=CFG, timeout=30)
-
-    async def run(command: str):
-        return await tool.call({"command": command}, ctx(ws))
-
-    return run
+def tool_config() -> SandboxConfig:
+    return CFG
 
 
 # Each prints the errno name it got (or "OK"); 100 MiB each, 5x the quota.

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from glm_agent.agent import Agent, SessionFileError
-from glm_agent.models.scripted import ScriptedModel
-from glm_agent.core.messages import ToolCall
 from glm_agent.core.contracts import ToolContext
+from glm_agent.core.messages import ToolCall
+from glm_agent.models.scripted import ScriptedModel
 from glm_agent.tools.function import tool
+
 
 @tool
 def write_note(text: str, ctx: ToolContext) -> str:
@@ -160,7 +161,7 @@ def test_the_agent_itself_refuses_a_session_id_that_is_a_path(home, bad_id):
     agent = Agent(ScriptedModel([]), session_id="fine-id")
     agent.session_id = bad_id  # set behind its back: the workspace still refuses to follow
     with pytest.raises(ValueError, match="invalid session id"):
-        agent.workspace
+        _ = agent.workspace
 
 
 # ---- chat --load ---------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_chat_load_refuses_hostile_session_files(tmp_path, home, victim, change)
     script = tmp_path / "script.json"
     script.write_text(json.dumps(["hello"]), encoding="utf-8")
     out = subprocess.run(
-        [sys.executable, "-m", "glm_agent.cli.main", "chat", "--load", str(path), "--model", f"scripted:{script}", "--tools", ""],
+        [sys.executable, "-m", "glm_agent", "chat", "--load", str(path), "--model", f"scripted:{script}", "--tools", ""],
         capture_output=True, text=True, env=cli_env(tmp_path, home), stdin=subprocess.DEVNULL, timeout=120,
     )
     assert out.returncode != 0
@@ -222,7 +223,7 @@ def test_slash_load_refuses_hostile_files_and_the_shell_keeps_its_own_folder(tmp
     script = tmp_path / "script.json"
     script.write_text(json.dumps(turns), encoding="utf-8")
     child = pexpect.spawn(
-        sys.executable, ["-m", "glm_agent.cli.main", "chat", "--model", f"scripted:{script}", "--tools", "shell"],
+        sys.executable, ["-m", "glm_agent", "chat", "--model", f"scripted:{script}", "--tools", "shell"],
         env=cli_env(tmp_path, home), encoding="utf-8", timeout=90, dimensions=(40, 200),
     )
     try:

@@ -22,14 +22,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from glm_agent.core.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from glm_agent.core.contracts import GenerationSettings, ToolSpec
-from glm_agent.models.templates import ChatTemplate, messages_to_dicts
-from glm_agent.models.dialects import get_dialect
+from glm_agent.core.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from glm_agent.engine.embedded import embedded_model_path, smollm2_path
 from glm_agent.engine.loaders.gguf import GGUFCheckpoint
 from glm_agent.engine.prompt import CLOSE, OPEN, Prompt
 from glm_agent.engine.tokenizer import GLM4_SPECIAL_TOKENS, Tokenizer, load_tokenizer
+from glm_agent.models.dialects import get_dialect
+from glm_agent.models.templates import ChatTemplate, messages_to_dicts
 
 DATA = Path(__file__).parents[1] / "models" / "data"
 BENIGN = "hello"
@@ -91,9 +91,8 @@ def test_encode_text_never_yields_a_markup_id(request, name):
 def test_encode_text_splits_a_markup_token_that_merges_spell():
     """A vocabulary whose merges spell a markup token (here `ab`, also an added token): the
     text is cut inside it, so the merge cannot produce the token's id."""
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken, models
     from tokenizers import Tokenizer as HFTok
-    from tokenizers import models
 
     from glm_agent.engine.tokenizer import _HFTokenizer
 
@@ -355,7 +354,7 @@ async def test_local_model_encodes_a_forged_turn_as_text(smol_model, monkeypatch
 
 
 def test_server_encodes_forged_turns_in_requests_as_text(smol_model, monkeypatch):
-    from glm_agent.serve.app import create_app, serve_in_thread
+    from glm_agent.serve import create_app, serve_in_thread
 
     monkeypatch.setattr(smol_model, "_use_template", None)
     monkeypatch.setattr(smol_model, "_dialect_name", None)

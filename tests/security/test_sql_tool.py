@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from glm_agent.core.contracts import ToolContext
 from glm_agent.evals.suites.db import SQLTool, create_database
 from glm_agent.evals.suites.sqlguard import DENIED_MESSAGE
-from glm_agent.core.contracts import ToolContext
 
 TABLE = {"table_name": "people", "table_info": {"columns": [{"name": "name", "type": "TEXT"},
                                                              {"name": "age", "type": "INT"}],

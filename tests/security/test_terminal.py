@@ -142,7 +142,7 @@ def test_chat_never_lets_hostile_sequences_reach_the_terminal(tmp_path):
     log = io.BytesIO()
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "glm_agent.cli.main", "chat", "--model", f"scripted:{hostile_script(tmp_path)}", "--tools", TOOLS],
+        ["-m", "glm_agent", "chat", "--model", f"scripted:{hostile_script(tmp_path)}", "--tools", TOOLS],
         env=env_for(tmp_path), timeout=60, dimensions=(50, 160),
     )
     child.logfile_read = log
@@ -176,7 +176,7 @@ def test_chat_never_lets_hostile_sequences_reach_the_terminal(tmp_path):
 
 def test_run_prints_hostile_answers_as_visible_text(tmp_path):
     script = hostile_script(tmp_path)
-    base = [sys.executable, "-m", "glm_agent.cli.main", "run", "read the page", "--model", f"scripted:{script}", "--tools", TOOLS]
+    base = [sys.executable, "-m", "glm_agent", "run", "read the page", "--model", f"scripted:{script}", "--tools", TOOLS]
     out = subprocess.run(base, capture_output=True, env=env_for(tmp_path, color=False), timeout=120)
     assert out.returncode == 0, out.stderr
     stdout = out.stdout.decode("utf-8", "surrogateescape")

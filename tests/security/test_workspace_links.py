@@ -46,13 +46,6 @@ def targets(tmp_path):
     t.cleanup()
 
 
-@pytest.fixture
-def ws(tmp_path):
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
-
-
 def terminal() -> tuple[Console, io.StringIO]:
     buffer = io.StringIO()
     return Console(file=buffer, force_terminal=True, width=80), buffer
@@ -187,10 +180,9 @@ async def test_chat_shows_no_image_through_links_in_the_workspace(ws, tmp_path, 
     """The chat draws image attachments inline: a link at the file, or at a folder on its
     path, is not followed; a real image in the workspace still is."""
     from glm_agent.agent import Agent
-    from glm_agent.models.scripted import ScriptedModel
-    from glm_agent.core.messages import ToolCall
-    from glm_agent.core.messages import Attachment, ToolResult
     from glm_agent.cli.chat import ChatApp
+    from glm_agent.core.messages import Attachment, ToolCall, ToolResult
+    from glm_agent.models.scripted import ScriptedModel
     from glm_agent.tools.function import tool
 
     host = tmp_path / "host"

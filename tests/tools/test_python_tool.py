@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from glm_agent.core.contracts import ToolContext
 from glm_agent.core.messages import ToolCall
 from glm_agent.sandbox import SandboxConfig, bwrap_available
-from glm_agent.core.contracts import ToolContext
 from glm_agent.tools.python import PythonTool, clean_code
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
@@ -45,9 +45,13 @@ def test_clean_code_unwraps_fences_json_and_leaked_tokens():
 
 
 def test_spec_is_the_glm_builtin():
+    from glm_agent.models.dialects import get_dialect
+
     t = PythonTool()
     spec = t.spec()
-    assert spec.name == "python" and spec.glm_builtin == "python" and spec.raw_arg == "code"
+    glm4 = get_dialect("glm4")
+    assert "\n## python\n\n当你向 `python` 发送" in glm4.render([], [spec])  # GLM-4's built-in text
+    assert [(c.name, c.arguments) for c in glm4.parse("python\nprint(1)", [spec])[1]] == [("python", {"code": "print(1)"})]
     assert spec.parameters["required"] == ["code"]
     assert "60 seconds" in t.description and "/mnt/data" in t.description
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from glm_agent.sandbox import SandboxConfig, bwrap_available
 from glm_agent.core.contracts import ToolContext
+from glm_agent.sandbox import SandboxConfig, bwrap_available
 from glm_agent.tools.shell import ShellTool
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")

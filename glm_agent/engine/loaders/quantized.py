@@ -1,7 +1,7 @@
 """Pre-quantized checkpoints: written by `glm-agent model quantize`, loaded without the original.
 
 A folder holds
-    glm_agent_config.json          the `ModelConfig` with `quant` filled (the marker E2's
+    glm_agent_config.json          the `ModelConfig` with `quant` filled (the marker
                                    `open_checkpoint` routes on)
     model-00001.safetensors ...    canonical names; each quantized linear stores
                                    `<name>.qweight`, `.scales` (+ `.zeros` for int4) and `.bias`
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from glm_agent.engine.config import ModelConfig
-from glm_agent.engine.errors import CheckpointError
+from glm_agent.engine.errors import CheckpointError, QuantError
 
 __all__ = [
     "QUANTIZED_CONFIG",
@@ -93,7 +93,7 @@ def save_quantized_checkpoint(
     import torch
     from safetensors.torch import save_file
 
-    from glm_agent.engine.quant import QuantError, normalize_quant, quantize_int4, quantize_int8
+    from glm_agent.engine.quant import normalize_quant, quantize_int4, quantize_int8
 
     float_dtype = float_dtype or torch.bfloat16
     try:
@@ -208,7 +208,7 @@ def quantize_checkpoint(
     import torch
 
     from glm_agent.engine.loading import open_checkpoint
-    from glm_agent.engine.quant import QuantError, normalize_quant
+    from glm_agent.engine.quant import normalize_quant
 
     quant = {"bits": bits, "group_size": group_size if bits == 4 else None, "lm_head": include_lm_head}
     try:
@@ -255,7 +255,7 @@ def load_quantized_checkpoint(folder: str | Path) -> tuple[ModelConfig, Iterator
     every expected tensor present with the right shape and dtype, nothing extra."""
     from safetensors import safe_open
 
-    from glm_agent.engine.quant import QuantError, normalize_quant
+    from glm_agent.engine.quant import normalize_quant
 
     folder = Path(folder).expanduser()
     cfg_path = folder / QUANTIZED_CONFIG

@@ -328,9 +328,10 @@ def _iterate(config: ModelConfig, shards, names, rules) -> Iterator[tuple[str, "
             for source in names[path]:
                 if _SKIP.match(source):
                     continue
-                for pat, tpl, fuse in rules:
-                    m = pat.match(source)
+                for rule in rules:
+                    m = rule[0].match(source)
                     if m:
+                        _, tpl, fuse = rule
                         break
                 else:
                     raise CheckpointError(

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from glm_agent.core.lazy import import_object
 
 __all__ = ["SUITE_NAMES", "suite_class", "make_suite", "SUITES"]
 
-_MODULES = {
-    "os": ("glm_agent.evals.suites.os", "OSSuite"),
-    "db": ("glm_agent.evals.suites.db", "DBSuite"),
-    "fc": ("glm_agent.evals.suites.fc", "FCSuite"),
-    "math": ("glm_agent.evals.suites.math", "MathSuite"),
-    "web": ("glm_agent.evals.suites.web", "WebSuite"),
+_TARGETS = {
+    "os": "glm_agent.evals.suites.os:OSSuite",
+    "db": "glm_agent.evals.suites.db:DBSuite",
+    "fc": "glm_agent.evals.suites.fc:FCSuite",
+    "math": "glm_agent.evals.suites.math:MathSuite",
+    "web": "glm_agent.evals.suites.web:WebSuite",
 }
-SUITE_NAMES: tuple[str, ...] = tuple(_MODULES)
+SUITE_NAMES: tuple[str, ...] = tuple(_TARGETS)
 
 
 def suite_class(name: str) -> type:
-    if name not in _MODULES:
+    if name not in _TARGETS:
         raise KeyError(f"unknown suite {name!r}; available suites: {', '.join(SUITE_NAMES)}")
-    module, attr = _MODULES[name]
-    return getattr(importlib.import_module(module), attr)
+    return import_object(_TARGETS[name])
 
 
 def make_suite(name: str, data: Any = None, **options: Any) -> Any:
@@ -37,7 +37,7 @@ class _Lazy(dict):
         return cls
 
     def __contains__(self, name: object) -> bool:
-        return name in _MODULES
+        return name in _TARGETS
 
 
 SUITES: dict[str, type] = _Lazy()

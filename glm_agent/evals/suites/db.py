@@ -24,10 +24,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import ToolCall, ToolResult
+from glm_agent.evals.record import EvalRecord
 from glm_agent.evals.suites.sqlguard import DENIED_MESSAGE, guard
 from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, final_text, read_jsonl
-from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = [
     "DBSuite",
@@ -368,7 +369,7 @@ class DBSuite(Suite):
 
         return [ToolCall(name="sql", arguments={"query": gold["sql"]}), answer_from_rows]
 
-    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def aggregate(self, records: list[EvalRecord]) -> dict[str, Any]:
         summary = super().aggregate(records)
         cats = summary["per_category"]
         # AgentBench's headline for DB: the mean of the per-type accuracies.

@@ -20,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import ToolCall, ToolResult
 from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, read_jsonl, tool_calls_of
-from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = [
     "FCSuite",

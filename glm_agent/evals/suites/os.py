@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import ToolCall, ToolResult
 from glm_agent.evals.task import (
     EnvironmentSetupError,
@@ -42,7 +43,6 @@ from glm_agent.evals.task import (
     json_item_lines,
     read_json,
 )
-from glm_agent.core.contracts import Tool, ToolContext
 
 __all__ = [
     "OSSuite",
@@ -353,16 +353,8 @@ class SandboxShellTool(Tool):
         return ToolResult(content=text + notice, full_output=full, data=data)
 
 
-def _project_shell_tool(env: OSEnvironment) -> Tool | None:
-    """The project's `ShellTool` configured onto this environment, when it is available."""
-    try:
-        from glm_agent.tools.shell import ShellTool  # noqa: F401
-    except ImportError:
-        return None
-    return _build_shell_tool(env)
-
-
-def _build_shell_tool(env: OSEnvironment) -> Tool:
+def _project_shell_tool(env: OSEnvironment) -> Tool:
+    """The project's `ShellTool` configured onto this environment."""
     from glm_agent.tools.shell import ShellTool
 
     # Same sandbox rules as the environment's own scripts: /root = the workspace, private /home.

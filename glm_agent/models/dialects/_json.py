@@ -11,14 +11,16 @@ import json
 import re
 from typing import Any
 
+from glm_agent.core.errors import GlmAgentError
+
 __all__ = ["strip_fences", "loads_tolerant", "find_json_objects", "JSONArgumentsError"]
 
 _FENCE = re.compile(r"^\s*```[\w+-]*[ \t]*\n?(.*?)\n?```\s*$", re.S)
 _decoder = json.JSONDecoder()
 
 
-class JSONArgumentsError(ValueError):
-    pass
+class JSONArgumentsError(GlmAgentError, ValueError):
+    """Model output that holds no JSON value; the message says what is wrong with it."""
 
 
 def strip_fences(text: str) -> str:

@@ -2,8 +2,9 @@
 
 Same turn syntax as glm4, with three differences: the tools block has no self-introduction
 and takes tools from the top level (`tools=`), there are no built-in tool types (every tool
-is a JSON function), and the model may emit several `name\\n{json}` calls in one turn,
-separated by `<|assistant|>`. Z1 reasoning (`…</think>`) is dropped from history.
+is a JSON function in the prompt and in history), and the model may emit several
+`name\\n{json}` calls in one turn, separated by `<|assistant|>`. Z1 reasoning (`…</think>`)
+is dropped from history. Parsing is glm4's (a raw built-in body is still read as one).
 
     [gMASK]<sop><|system|>
     # 可用工具
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from glm_agent.core.messages import AssistantMessage, Message
 from glm_agent.core.contracts import ToolSpec
+from glm_agent.core.messages import AssistantMessage, Message
+from glm_agent.engine.prompt import Prompt, mark
 from glm_agent.models.dialects.base import Dialect, StreamParser
 from glm_agent.models.dialects.glm4 import (
     ASSISTANT,
@@ -30,7 +32,6 @@ from glm_agent.models.dialects.glm4 import (
     function_json,
     render_turns,
 )
-from glm_agent.engine.prompt import Prompt, mark
 
 __all__ = ["GLM4_0414Dialect"]
 
@@ -53,9 +54,8 @@ class GLM4_0414Dialect(Dialect):
             text += "<|system|>\n# 可用工具"
             for spec in tools:
                 text += f"\n\n## {mark(spec.name)}\n\n{mark(function_json(spec))}\n{FUNCTION_SUFFIX}"
-        # 0414 has no raw-body built-ins: every call body is JSON.
-        text += render_turns([_visible(m) for m in messages], {})
+        text += render_turns([_visible(m) for m in messages], {}, builtins=False)
         return Prompt.parse(text + (ASSISTANT if add_generation_prompt else ""))
 
-    def parser(self, tools: Sequence[ToolSpec]) -> StreamParser:
-        return GLMStreamParser(tools, stop_strings=self.stop_strings)
+    def parser(self, tools: Sequence[ToolSpec], stop: Sequence[str] = ()) -> StreamParser:
+        return GLMStreamParser(tools, stop_strings=(*self.stop_strings, *stop))

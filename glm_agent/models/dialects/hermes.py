@@ -13,12 +13,12 @@ import json
 import re
 from typing import Any, Sequence
 
-from glm_agent.core.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
-from glm_agent.core.events import TextDelta, ToolCallReady
 from glm_agent.core.contracts import ToolSpec
-from glm_agent.models.dialects._json import JSONArgumentsError, find_json_objects, loads_tolerant
-from glm_agent.models.dialects.base import Dialect, ParsedEvent, StreamParser, held_suffix
+from glm_agent.core.events import TextDelta, ToolCallReady
+from glm_agent.core.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
 from glm_agent.engine.prompt import Prompt, mark
+from glm_agent.models.dialects._json import JSONArgumentsError, find_json_objects, loads_tolerant
+from glm_agent.models.dialects.base import Dialect, ParsedEvent, StreamParser, held_suffix, sole_string_argument
 
 __all__ = ["HermesDialect", "HermesStreamParser", "DEFAULT_SYSTEM"]
 
@@ -36,6 +36,7 @@ OPEN, CLOSE = "<tool_call>", "</tool_call>"
 # Qwen2.5-Coder often echoes the system prompt's `<tools></tools>` block before its call.
 ECHO_OPEN, ECHO_CLOSE = "<tools>", "</tools>"
 FENCE = "```"
+_LINE_BRACE = re.compile(r"(?:^|\n)[ \t]*\{")  # a `{` that starts a line
 
 
 def _tojson(value: Any) -> str:
@@ -91,26 +92,29 @@ class HermesDialect(Dialect):
             out.append("<|im_start|>assistant\n")
         return Prompt.parse("".join(out))
 
-    def parser(self, tools: Sequence[ToolSpec]) -> StreamParser:
-        return HermesStreamParser(tools, stop_strings=self.stop_strings)
+    def parser(self, tools: Sequence[ToolSpec], stop: Sequence[str] = ()) -> StreamParser:
+        return HermesStreamParser(tools, stop_strings=(*self.stop_strings, *stop))
 
 
-def call_from_object(value: Any, tools: dict[str, ToolSpec]) -> ToolCall | None:
-    """`{"name": ..., "arguments": {...}}` (or `parameters`) -> ToolCall; None if not a call."""
+def call_from_object(value: Any, tools: dict[str, ToolSpec], tagged: bool = False) -> ToolCall | None:
+    """`{"name": ..., "arguments": {...}}` (or `parameters`) -> ToolCall; None if not a call.
+
+    Outside `<tool_call>` tags an object with other keys is data, not a call."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
-    if set(value) - {"name", "arguments", "parameters", "id", "type"}:
+    if not tagged and set(value) - {"name", "arguments", "parameters", "id", "type"}:
         return None
     raw = value.get("arguments", value.get("parameters", {}))
     if isinstance(raw, str):  # arguments double-encoded as a JSON string
         try:
             raw = loads_tolerant(raw)
         except JSONArgumentsError:
-            spec = tools.get(value["name"])
-            if spec is not None and spec.raw_arg:
-                raw = {spec.raw_arg: raw}
+            # Plain text (`"arguments": "print(1)"`): the tool's one string argument, if it has one.
+            target = sole_string_argument(tools.get(value["name"]))
+            if target is not None:
+                raw = {target: raw}
             else:
-                return ToolCall(name=value["name"], raw_arguments=value.get("arguments"), arguments_error="arguments is a string that is not JSON")
+                return ToolCall(name=value["name"], raw_arguments=raw, arguments_error="arguments is a string that is not JSON")
     if not isinstance(raw, dict):
         return ToolCall(name=value["name"], raw_arguments=json.dumps(raw), arguments_error="arguments must be a JSON object")
     return ToolCall(name=value["name"], arguments=raw, raw_arguments=json.dumps(raw, ensure_ascii=False))
@@ -119,56 +123,64 @@ def call_from_object(value: Any, tools: dict[str, ToolSpec]) -> ToolCall | None:
 class HermesStreamParser(StreamParser):
     """Streams text; holds back spans that may be a tool call until they resolve.
 
-    Candidates: a `<tool_call>…</tool_call>` block, a ``` fenced block, or a `{` that starts
-    a line. A candidate that turns out to be no call is released as ordinary text.
+    Candidates: a `<tool_call>…</tool_call>` block, a ``` fenced block, an echoed `<tools>`
+    block, or a `{` that starts a line. A candidate that turns out to be no call is released
+    as ordinary text; a `<tool_call>` block is always a call (one that may carry an error).
+
+    The GLM dialects reuse it for their answer text with `fences=False, echo=False` (fenced
+    code is common in answers and GLM never fences a call) and `bare_needs_arguments=True`
+    (a bare object is a call only with its `arguments`, not `{"name": "Ann"}`).
     """
 
-    def __init__(self, tools: Sequence[ToolSpec], stop_strings: Sequence[str] = ("<|im_end|>",)):
-        self.tools = {t.name: t for t in tools}
-        self.stop_strings = tuple(stop_strings)
+    def __init__(
+        self,
+        tools: Sequence[ToolSpec],
+        stop_strings: Sequence[str] = (),
+        *,
+        fences: bool = True,
+        echo: bool = True,
+        bare_needs_arguments: bool = False,
+    ):
+        super().__init__(tools, stop_strings)
+        self.fences, self.bare_needs_arguments = fences, bare_needs_arguments
+        self.markers = (OPEN,) + ((FENCE,) if fences else ()) + ((ECHO_OPEN,) if echo else ())
+        # Without fence candidates, a fence's inside is answer text (JSON shown to the user):
+        # count the fences shown so far (`shown_tail`: a fence may span two pieces).
+        self.fences_shown = 0
+        self.shown_tail = ""
         self.buf = ""
-        self.stopped = False
         self.at_line_start = True
         self.after_call = False
 
-    def feed(self, text: str) -> list[ParsedEvent]:
-        if self.stopped:
-            return []
+    def _parse(self, text: str, final: bool) -> list[ParsedEvent]:
         self.buf += text
-        for stop in self.stop_strings:
-            cut = self.buf.find(stop)
-            if cut >= 0:
-                self.buf, self.stopped = self.buf[:cut], True
-        return self._drain(final=self.stopped)
-
-    def finish(self) -> list[ParsedEvent]:
-        events = self._drain(final=True)
-        self.stopped = True
-        return events
+        return self._drain(final)
 
     def _candidate_start(self) -> int:
-        starts = [i for i in (self.buf.find(OPEN), self.buf.find(FENCE), self.buf.find(ECHO_OPEN)) if i >= 0]
-        for match in re.finditer(r"(?:^|\n)[ \t]*\{", self.buf):
-            if match.start() == 0 and not self.at_line_start:
-                continue
-            starts.append(match.end() - 1)
-            break
-        return min(starts) if starts else -1
+        starts = [m.start() for marker in self.markers for m in re.finditer(re.escape(marker), self.buf)]
+        starts += [m.end() - 1 for m in _LINE_BRACE.finditer(self.buf) if m.group()[0] == "\n" or self.at_line_start]
+        for start in sorted(starts):
+            if self.fences or (self.fences_shown + (self.shown_tail + self.buf[:start]).count(FENCE)) % 2 == 0:
+                return start
+        return -1
 
     def _text(self, events: list[ParsedEvent], text: str) -> None:
         if self.after_call:  # newlines between consecutive calls are layout, not answer text
             text = text.lstrip("\n")
             self.after_call = not text
         if text:
-            events.append(TextDelta(text))
+            events.append(TextDelta(text=text))
             self.at_line_start = text.endswith("\n")
+            shown = self.shown_tail + text
+            self.fences_shown += shown.count(FENCE)
+            self.shown_tail = shown[-(len(FENCE) - 1) :].replace(FENCE, "")
 
     def _drain(self, final: bool) -> list[ParsedEvent]:
         events: list[ParsedEvent] = []
         while self.buf:
             start = self._candidate_start()
             if start < 0:
-                hold = 0 if final else held_suffix(self.buf, (OPEN, FENCE, ECHO_OPEN, *self.stop_strings))
+                hold = 0 if final else held_suffix(self.buf, self.markers)
                 if not final and self.buf.rstrip(" \t").endswith("\n"):
                     hold = max(hold, len(self.buf) - len(self.buf.rstrip(" \t")))  # a `{` may follow
                 self._text(events, self.buf[: len(self.buf) - hold])
@@ -181,7 +193,7 @@ class HermesStreamParser(StreamParser):
                 return events
             if calls or self.buf.startswith(ECHO_OPEN):  # an echoed tools block is never answer text
                 for call in calls:
-                    events.append(ToolCallReady(call))
+                    events.append(ToolCallReady(call=call))
                 self.at_line_start = self.after_call = True
             else:  # not a call after all: release its first character as text and go on
                 self._text(events, self.buf[: max(end, 1)])
@@ -194,14 +206,14 @@ class HermesStreamParser(StreamParser):
         """At a candidate start: (chars consumed or None if undecided, calls found)."""
         buf = self.buf
         for opening, closing in ((OPEN, CLOSE), (ECHO_OPEN, ECHO_CLOSE)):
-            if buf.startswith(opening):
+            if buf.startswith(opening) and opening in self.markers:
                 close = buf.find(closing)
                 if close < 0 and not final:
                     return None, []
                 body = buf[len(opening) : close if close >= 0 else len(buf)]
                 end = close + len(closing) if close >= 0 else len(buf)
                 return end, self._calls_in(body, tagged=opening == OPEN)
-        if buf.startswith(FENCE):
+        if buf.startswith(FENCE) and self.fences:
             close = buf.find(FENCE, len(FENCE))
             if close < 0 and not final:
                 return None, []
@@ -217,6 +229,8 @@ class HermesStreamParser(StreamParser):
             _, end, value = objects[0]
             while end < len(buf) and buf[end] == "}" and buf[:end].count("{") > buf[:end].count("}"):
                 end += 1  # the closing half of a doubled brace
+            if self.bare_needs_arguments and not (isinstance(value, dict) and {"arguments", "parameters"} & set(value)):
+                return end, []
             call = call_from_object(value, self.tools)
             return (end, [call]) if call else (end, [])
         if not final and buf.count("{") > buf.count("}"):
@@ -228,14 +242,17 @@ class HermesStreamParser(StreamParser):
         for _, _, value in find_json_objects(body):
             items = value if isinstance(value, list) else [value]
             for item in items:
-                call = call_from_object(item, self.tools)
+                call = call_from_object(item, self.tools, tagged=tagged)
                 if call:
                     calls.append(call)
         if tagged and not calls:
+            # The model said it is calling a tool: a block we cannot read is a call with an
+            # error (the loop tells the model what is wrong), never answer text. No name: "".
             try:
                 loads_tolerant(body)
+                problem = 'the <tool_call> block holds no {"name": ..., "arguments": {...}} object'
             except JSONArgumentsError as exc:
-                name = re.search(r'"name"\s*:\s*"([^"]+)"', body)
-                if name:
-                    return [ToolCall(name=name.group(1), raw_arguments=body.strip(), arguments_error=str(exc))]
+                problem = str(exc)
+            name = re.search(r'"name"\s*:\s*"([^"]+)"', body)
+            return [ToolCall(name=name.group(1) if name else "", raw_arguments=body.strip(), arguments_error=problem)]
         return calls

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from glm_agent.core.errors import GlmAgentError
+
 __all__ = ["Action", "ActionError", "ACTIONS", "parse_action_text", "parse_arguments", "USAGE"]
 
 # name -> positional parameter names
@@ -29,7 +31,7 @@ USAGE = (
 _MAX_ACTIONS = 5
 
 
-class ActionError(ValueError):
+class ActionError(GlmAgentError, ValueError):
     """Malformed action; the message tells the model how to write it."""
 
 
@@ -111,12 +113,12 @@ def parse_action_text(text: str) -> list[Action]:
     return actions
 
 
-def parse_arguments(arguments: dict[str, Any], raw_arg: str = "action") -> list[Action]:
+def parse_arguments(arguments: dict[str, Any]) -> list[Action]:
     """Actions from tool-call arguments: `{"action": "search", "query": ...}` (JSON dialects)
     or `{"action": 'search("...")'}` (GLM-4 raw body)."""
-    value = arguments.get(raw_arg)
+    value = arguments.get("action")
     if not isinstance(value, str) or not value.strip():
-        raise ActionError(f'missing `{raw_arg}`: give the action name and its arguments, e.g. {{"action": "search", "query": "..."}}')
+        raise ActionError('missing `action`: give the action name and its arguments, e.g. {"action": "search", "query": "..."}')
     name = _ALIASES.get(value.strip(), value.strip())
     if name in ACTIONS:
         # One flat schema serves all actions: models fill in keys of other actions (often

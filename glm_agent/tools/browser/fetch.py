@@ -20,6 +20,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from glm_agent.core.errors import GlmAgentError
+
 from .guard import BLOCK_HEADER, URLGuard
 from .proxy import GuardProxy
 
@@ -28,7 +30,7 @@ __all__ = ["GuardedFetcher", "FetchRefused", "Page"]
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
-class FetchRefused(Exception):
+class FetchRefused(GlmAgentError):
     """The guard refused a hop; the message says which URL and why."""
 
 

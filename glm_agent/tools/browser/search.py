@@ -27,6 +27,8 @@ from urllib.parse import parse_qs, urldefrag, urlsplit
 
 import httpx
 
+from glm_agent.core.errors import GlmAgentError
+
 from .extract import _iter_nodes, _text_of, _TreeBuilder, decode_html, extract
 from .fetch import FetchRefused, GuardedFetcher
 from .guard import URLGuard
@@ -40,6 +42,7 @@ __all__ = [
     "BingProvider",
     "DuckDuckGoProvider",
     "make_provider",
+    "provider_options",
     "provider_from_env",
     "PROVIDERS",
 ]
@@ -55,7 +58,7 @@ class SearchResult:
     date: str | None = None
 
 
-class SearchError(RuntimeError):
+class SearchError(GlmAgentError, RuntimeError):
     """The provider failed; the message says what happened and what to try."""
 
 
@@ -501,6 +504,36 @@ def make_provider(name: str, **options: Any) -> SearchProvider:
     if key not in PROVIDERS:
         raise ValueError(f"unknown search provider {name!r}; choose one of: {', '.join(PROVIDERS)}")
     return PROVIDERS[key](**options)
+
+
+def provider_options(
+    search: str | None, index: str | None = None, searxng_url: str | None = None
+) -> tuple[str | None, dict[str, Any]]:
+    """`(name, options)` for `BrowserTool(search=name, search_options=options)` from a provider
+    name, a local index (a folder or site URL) and a SearXNG URL, as a user gives them.
+
+    An index alone means the local provider, a SearXNG URL alone SearXNG; no name at all leaves
+    the choice to `provider_from_env`. Raises ValueError when a needed part is missing.
+    """
+    if index and not search:
+        search = "local"
+    if searxng_url and not search:
+        search = "searxng"
+    if search is None:
+        return None, {}
+    key = search.lower().replace("ddg", "duckduckgo")
+    if key not in PROVIDERS:
+        raise ValueError(f"unknown search provider {search!r}; choose one of: {', '.join(PROVIDERS)}")
+    options: dict[str, Any] = {}
+    if key == "local":
+        if not index:
+            raise ValueError("the local search provider needs an index: a folder of .html pages or a site URL")
+        options["source"] = index
+    elif key == "searxng":
+        if not searxng_url:
+            raise ValueError("the searxng search provider needs the instance's base URL")
+        options["base_url"] = searxng_url
+    return key, options
 
 
 def provider_from_env(env: dict[str, str] | None = None) -> SearchProvider:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from glm_agent.core.errors import GlmAgentError
+
 from .guard import BLOCK_HEADER, URLGuard
 from .localfiles import from_served, to_served
 from .navigation import TabWatch, follow_refresh, refresh_delay, short_url, snapshot, wait_ready
@@ -31,7 +33,7 @@ __all__ = ["BrowserError", "ChromiumProcess", "BrowserSession", "PageLoad", "fin
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
-class BrowserError(RuntimeError):
+class BrowserError(GlmAgentError, RuntimeError):
     """A page could not be loaded. `kind`: blocked | dns | timeout | http | download | error | unavailable."""
 
     def __init__(self, kind: str, message: str):

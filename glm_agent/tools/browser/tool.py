@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from glm_agent.core.messages import ToolResult
 from glm_agent.core.contracts import Tool, ToolContext
+from glm_agent.core.messages import ToolResult
 
 from .actions import Action, ActionError, parse_arguments
 from .citations import Citations
@@ -97,10 +97,9 @@ class BrowserTool(Tool):
         max_results: search results shown.
     """
 
+    # GLM-4 knows this tool by this name (its `simple_browser` built-in); the `action` enum
+    # below is what lets dialects route a call named `search` or `open_url` here.
     name = "simple_browser"
-    glm_builtin = "simple_browser"
-    raw_arg = "action"
-    actions = ("search", "mclick", "open_url", "scroll", "find")
     max_retries = 5  # pages fail to load now and then; that is not a broken tool
     description = _DESCRIPTION
     parameters = {
@@ -177,7 +176,7 @@ class BrowserTool(Tool):
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext | None = None) -> ToolResult:
         try:
-            actions = parse_arguments(arguments, self.raw_arg or "action")
+            actions = parse_arguments(arguments)
         except ActionError as exc:
             return ToolResult(content=f"Error: {exc}", is_error=True, metadata="system_error")
         results = []

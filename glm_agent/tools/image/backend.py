@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from glm_agent.core.errors import GlmAgentError
+
 __all__ = [
     "ImageGenerationError",
     "ImageRequest",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-class ImageGenerationError(RuntimeError):
+class ImageGenerationError(GlmAgentError, RuntimeError):
     """A failure the caller can act on; the message says what happened and what to do."""
 
 

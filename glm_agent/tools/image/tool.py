@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import Attachment, ToolResult
 from glm_agent.sandbox.workspace import Workspace
-from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.tools.image.backend import (
     GeneratedImage,
     ImageBackend,
@@ -57,9 +57,7 @@ class ImageTool(Tool):
         timeout: seconds one call may take before the agent gives up on it.
     """
 
-    name = "cogview"
-    glm_builtin = "cogview"
-    raw_arg = "prompt"
+    name = "cogview"  # GLM-4's `cogview` built-in: the glm4 dialect sends its raw body as `prompt`
     description = _DESCRIPTION
     parameters = {
         "type": "object",

@@ -9,6 +9,7 @@ not allowed), and a download.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -217,3 +218,13 @@ def fake_resolver(names: dict[str, str]):
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
 
     return resolve
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes to 127.0.0.1:`port` and read until it closes (proxy tests)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    out = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return out

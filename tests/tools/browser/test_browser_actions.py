@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from glm_agent.tools.browser import BrowserError, SearchError
 from glm_agent.tools.browser.actions import ActionError, parse_action_text, parse_arguments
 
 
@@ -71,14 +72,22 @@ def test_json_arguments():
 
 
 def test_glm4_dialect_bodies_reach_the_browser_parser():
-    from glm_agent.models.dialects.base import build_call
+    from glm_agent.models.dialects import get_dialect
     from glm_agent.tools.browser import BrowserTool
 
     spec = BrowserTool().spec()
-    assert (spec.name, spec.raw_arg, spec.glm_builtin) == ("simple_browser", "action", "simple_browser")
-    call = build_call("simple_browser", 'search("GLM-4", recency_days=3)\n', {spec.name: spec})
+    glm4 = get_dialect("glm4")
+    assert "\n## simple_browser\n\n你可以使用 `simple_browser` 工具" in glm4.render([], [spec])  # the built-in
+    _, (call,) = glm4.parse('simple_browser\nsearch("GLM-4", recency_days=3)\n', [spec])
     (a,) = parse_arguments(call.arguments)
     assert (a.name, a.args) == ("search", {"query": "GLM-4", "recency_days": 3})
-    call = build_call("simple_browser", '{"action": "mclick", "ids": [1, 2]}', {spec.name: spec})
+    _, (call,) = glm4.parse('simple_browser\n{"action": "mclick", "ids": [1, 2]}', [spec])
     (a,) = parse_arguments(call.arguments)
     assert (a.name, a.args) == ("mclick", {"ids": [1, 2]})
+
+
+@pytest.mark.parametrize("error,builtin", [(ActionError, ValueError), (BrowserError, RuntimeError), (SearchError, RuntimeError)])
+def test_browser_errors_are_glm_agent_errors(error, builtin):
+    from glm_agent.core.errors import GlmAgentError
+
+    assert issubclass(error, GlmAgentError) and issubclass(error, builtin)

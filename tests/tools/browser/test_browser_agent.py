@@ -7,10 +7,9 @@ import re
 import pytest
 
 from glm_agent.agent import Agent
-from glm_agent.models.scripted import ScriptedModel
-from glm_agent.core.messages import ToolCall
 from glm_agent.core.events import ToolCallFinished
-from glm_agent.core.messages import ToolMessage
+from glm_agent.core.messages import ToolCall, ToolMessage
+from glm_agent.models.scripted import ScriptedModel
 from glm_agent.tools.browser import BrowserError, BrowserTool, LocalIndexProvider, find_chromium, render_citations
 
 

@@ -18,7 +18,7 @@ def test_article_structure_and_boilerplate():
     for junk in ("cookies", "Accept all", "Copyright", "About us", "tracking"):
         assert junk not in text
     # Links are numbered in order and resolved against the page URL.
-    assert [(l.id, l.text, l.url) for l in page.links] == [
+    assert [(link.id, link.text, link.url) for link in page.links] == [
         (0, "Rust guide", "http://docs.test/rust.html"),
         (1, "old FAQ", "http://docs.test/missing.html"),
     ]

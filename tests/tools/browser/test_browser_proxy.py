@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+from browser_site import exchange
+
 from glm_agent.tools.browser.guard import BLOCK_HEADER, URLGuard
 from glm_agent.tools.browser.proxy import GuardProxy
-
-
-async def _exchange(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    out = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return out
 
 
 async def test_forward_tunnel_and_refusals(site):
     proxy = GuardProxy(URLGuard([site.host]))
     port = await proxy.start()
     try:
-        plain = await _exchange(port, f"GET {site.url('/go.html')} HTTP/1.1\r\nHost: {site.host}\r\nProxy-Connection: keep-alive\r\n\r\n".encode())
+        plain = await exchange(port, f"GET {site.url('/go.html')} HTTP/1.1\r\nHost: {site.host}\r\nProxy-Connection: keep-alive\r\n\r\n".encode())
         head, _, body = plain.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
         assert b"content-length" not in head.lower()  # body ends with the connection (see _forward)
@@ -37,9 +30,9 @@ async def test_forward_tunnel_and_refusals(site):
         assert b"Rust 1.0 was released" in tunnelled
 
         site.other_hits.clear()
-        refused = await _exchange(port, f"CONNECT 127.0.0.1:{site.other_port} HTTP/1.1\r\n\r\n".encode())
+        refused = await exchange(port, f"CONNECT 127.0.0.1:{site.other_port} HTTP/1.1\r\n\r\n".encode())
         assert refused.startswith(b"HTTP/1.1 403") and f"{BLOCK_HEADER}: blocked".encode() in refused
-        metadata = await _exchange(port, b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+        metadata = await exchange(port, b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
         assert metadata.startswith(b"HTTP/1.1 403") and b"link-local" in metadata
         assert site.other_hits == []
         event = proxy.find_event("http://169.254.169.254/latest/meta-data/")
@@ -60,7 +53,7 @@ async def test_local_files_are_served_from_allowed_folders_only(tmp_path):
     port = await proxy.start()
 
     async def get(path: str, method: str = "GET") -> bytes:
-        return await _exchange(port, f"{method} http://local-files.invalid{path} HTTP/1.1\r\nHost: local-files.invalid\r\n\r\n".encode())
+        return await exchange(port, f"{method} http://local-files.invalid{path} HTTP/1.1\r\nHost: local-files.invalid\r\n\r\n".encode())
 
     try:
         ok = await get(f"{root}/a.html")
@@ -77,7 +70,7 @@ async def test_local_files_are_served_from_allowed_folders_only(tmp_path):
         big = await get(f"{root}/big.html")
         assert big.endswith(b"x" * 1000) and b"x" * 1001 not in big
         assert any(e.kind == "truncated" for e in proxy.events)
-        tunnel = await _exchange(port, b"CONNECT local-files.invalid:443 HTTP/1.1\r\n\r\n")
+        tunnel = await exchange(port, b"CONNECT local-files.invalid:443 HTTP/1.1\r\n\r\n")
         assert tunnel.startswith(b"HTTP/1.1 403")
     finally:
         await proxy.aclose()

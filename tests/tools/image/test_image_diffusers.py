@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glm_agent.core.messages import ToolCall, ToolMessage
 from glm_agent.core.contracts import ToolContext
+from glm_agent.core.messages import ToolCall, ToolMessage
 from glm_agent.tools.image import DiffusersBackend, ImageRequest, ImageTool
 
 
@@ -192,7 +192,7 @@ async def test_incomplete_pipeline_folder(tiny_pipeline_dir, tmp_path):
 
 async def test_no_model_configured(tmp_path):
     tool = ImageTool()  # built-in tools construct with no arguments
-    assert tool.spec().glm_builtin == "cogview" and tool.spec().raw_arg == "prompt"
+    assert tool.spec().name == "cogview" and tool.spec().parameters["required"] == ["prompt"]
     result = await tool.call({"prompt": "a cat"}, ctx(tmp_path))
     assert result.is_error
     assert "no text-to-image model is configured" in result.content and "GLM_AGENT_IMAGE_MODEL" in result.content

@@ -126,8 +126,12 @@ def test_constructor_errors():
 
 
 def test_spec_for_the_model():
+    from glm_agent.models.dialects import get_dialect
+
     spec = ImageTool().spec()
-    assert spec.name == "cogview" and spec.glm_builtin == "cogview" and spec.raw_arg == "prompt"
+    glm4 = get_dialect("glm4")
+    assert "\n## cogview\n\n如果用户的请求中包含了对图像的描述" in glm4.render([], [spec])  # GLM-4's built-in
+    assert [(c.name, c.arguments) for c in glm4.parse("cogview\na red fox", [spec])[1]] == [("cogview", {"prompt": "a red fox"})]
     assert spec.parameters["required"] == ["prompt"]
     assert set(spec.parameters["properties"]) == {"prompt", "size", "steps", "seed"}
 
@@ -140,3 +144,9 @@ def test_import_is_light():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_image_errors_are_glm_agent_errors():
+    from glm_agent.core.errors import GlmAgentError
+
+    assert issubclass(ImageGenerationError, GlmAgentError) and issubclass(ImageGenerationError, RuntimeError)

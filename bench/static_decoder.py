@@ -1,4 +1,10 @@
-"""Static-shape decoding for the GPU: a preallocated KV cache and a captured decode step.
+"""Experiment: static-shape decoding for the GPU, a preallocated KV cache and a captured decode step.
+
+Not part of the package: `glm_agent.engine` has one decode path (the paged KV cache). This is
+what `bench/gpu_decode.py` times, to see how far CUDA graphs / `torch.compile` take batch-1
+decoding. `python bench/static_decoder.py` checks it: eager decode equals the engine's greedy
+tokens and rejects what its fixed shapes cannot hold (any device); on CUDA, graph and compiled
+decode equal eager decode.
 
 At batch 1 a 40-layer decoder launches ~15 kernels per layer; eager PyTorch spends more time in
 Python and launches than the GPU spends reading weights. Capturing one decode step as a CUDA
@@ -8,7 +14,7 @@ launch. Graphs need every shape and address fixed, so this module keeps:
 - `StaticKVCache`: `[batch, kv_heads, slots, head_dim]` per layer, allocated once, with
   slots = max_context + 1 rounded up to 16. Row b of the batch is one stream; the last slot is a
   scratch slot that idle rows (and the capture warm-up) write to, so they never disturb a stream.
-- `StaticDecoder`: wraps E1's `Decoder` unchanged. The decoder's attention calls
+- `StaticDecoder`: wraps the engine's `Decoder` unchanged. The decoder's attention calls
   `cache.write(layer, slots, k, v)` and `cache.attend(layer, q, batch)`; this cache answers
   those calls with static shapes, so the same layer code (and the same `QuantLinear`s) run in
   the graph. Prefill is not captured (its length varies): it runs eagerly through SDPA with
@@ -20,24 +26,27 @@ hides slots past each row's position. It reads the whole static context every st
 why `max_context` should be what the workload needs, not the model's maximum.
 
 Modes: "eager" (any device; the reference), "graph" (torch.cuda.CUDAGraph of the eager step),
-"compile" (torch.compile reduce-overhead; Inductor fuses int8 dequantization into the GEMV,
-research §4.2, so int8 is fast only in this mode).
+"compile" (torch.compile reduce-overhead; Inductor fuses int8 dequantization into the GEMV, so
+int8 is fast only in this mode).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from glm_agent.core.errors import ModelError
-from glm_agent.engine.quant import prepare_quantized
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glm_agent.engine.quant import prepare_quantized  # noqa: E402  (the repository is on sys.path)
 
 __all__ = ["StaticKVCache", "StaticBatch", "StaticDecoder", "StaticDecodeError"]
 
 
-class StaticDecodeError(ModelError):
+class StaticDecodeError(RuntimeError):
     """The static decoder was asked for something its fixed shapes cannot hold."""
 
 
@@ -105,7 +114,7 @@ class StaticKVCache:
 
 
 class StaticDecoder:
-    """Batch-`batch_size` decoding of E1's `Decoder` with a static cache and a captured step.
+    """Batch-`batch_size` decoding of the engine's `Decoder` with a static cache and a captured step.
 
         sd = StaticDecoder(engine.model, batch_size=1, max_context=4096, mode="graph")
         logits = sd.prefill(0, prompt_ids)                  # [vocab], eager
@@ -180,7 +189,7 @@ class StaticDecoder:
                 import torch._inductor.config as inductor_config
 
                 # Matrix-vector products reach peak bandwidth only with coordinate-descent
-                # tuning (torch/_inductor/decomposition.py, research §4.2).
+                # tuning (a comment in torch/_inductor/decomposition.py says so).
                 inductor_config.coordinate_descent_tuning = True
                 self._compiled = torch.compile(self._step, mode="reduce-overhead", fullgraph=True)
             if self.device.type == "cuda":
@@ -272,3 +281,84 @@ class StaticDecoder:
             for o, t in zip(outs, nxt):
                 o.append(t)
         return outs
+
+
+# ---------------------------------------------------------------------------- self-check
+
+
+def _engine(quant, device, dtype):
+    """The engine around a small random GLM-4-shaped decoder (bench/_random_glm.py)."""
+    from _random_glm import SMALL, random_decoder
+
+    from glm_agent.engine.engine import Engine
+
+    config, model = random_decoder(dict(SMALL, num_layers=2), dtype, torch.device(device), quant)
+    return Engine(model, config, device=device, dtype=dtype, max_context=128)
+
+
+def _rel(a, b) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _expect_error(match: str, fn) -> None:
+    try:
+        fn()
+    except StaticDecodeError as e:
+        assert match in str(e), (match, str(e))
+    else:
+        raise AssertionError(f"no StaticDecodeError ({match!r})")
+
+
+def check() -> None:
+    """What the tests checked when this lived in the package (see the module docstring)."""
+    quants = [None, {"bits": 8}, {"bits": 4, "group_size": 32}]
+    prompts = [[5, 17, 200, 3, 99], [7, 8], [1, 2, 3, 4, 5, 6, 7, 8, 9], [42]]
+    for quant in quants:
+        eng = _engine(quant, "cpu", torch.float32)
+        want = [list(eng.generate(p, 12)) for p in prompts]
+        assert len({t for w in want for t in w}) > 4, want  # not a degenerate constant output
+        sd = StaticDecoder(eng.model, batch_size=len(prompts), max_context=32, mode="eager")
+        assert sd.generate_greedy(prompts, 12) == want, quant
+        sd.reset()  # an idle row (None) leaves the other rows' results unchanged
+        first = [int(sd.prefill(r, p).argmax()) for r, p in enumerate(prompts)]
+        logits = sd.decode([first[0], None, first[2], None])
+        assert int(logits[0].argmax()) == want[0][1] and int(logits[2].argmax()) == want[2][1]
+    print("eager static decode == engine greedy decode (cpu; float, int8, int4): ok")
+
+    eng = _engine(None, "cpu", torch.float32)
+    if not torch.cuda.is_available():
+        _expect_error("needs a CUDA device", lambda: StaticDecoder(eng.model, mode="graph"))
+    _expect_error("mode must be", lambda: StaticDecoder(eng.model, mode="fast"))
+    sd = StaticDecoder(eng.model, batch_size=1, max_context=8, mode="eager")
+    _expect_error("larger max_context", lambda: sd.prefill(0, list(range(9))))
+    assert sd.lengths == [0]  # the refused prefill wrote nothing
+    sd.prefill(0, list(range(8)))
+    _expect_error("row 0 is full", lambda: sd.decode([3]))
+    _expect_error("one per row", lambda: sd.decode([3, 4]))
+    print("fixed-shape limits raise StaticDecodeError: ok")
+
+    if not torch.cuda.is_available():
+        print("no CUDA device: graph and compile modes not checked")
+        return
+    for quant in quants:
+        eng = _engine(quant, "cuda", torch.bfloat16)
+        eager = StaticDecoder(eng.model, batch_size=4, max_context=48, mode="eager")
+        graph = StaticDecoder(eng.model, batch_size=4, max_context=48, mode="graph")
+        assert graph.generate_greedy(prompts, 16) == eager.generate_greedy(prompts, 16), quant
+        for sd in (eager, graph):
+            sd.reset()
+            for r, p in enumerate(prompts):
+                sd.prefill(r, p)
+        step = [3, 4, 5, 6]
+        assert _rel(graph.decode(step), eager.decode(step)) < 1e-2, quant
+    print("CUDA-graph decode == eager decode (bf16/int8/int4): ok")
+    for quant in (None, {"bits": 8}):
+        eng = _engine(quant, "cuda", torch.bfloat16)
+        eager = StaticDecoder(eng.model, batch_size=1, max_context=32, mode="eager")
+        comp = StaticDecoder(eng.model, batch_size=1, max_context=32, mode="compile")
+        assert comp.generate_greedy(prompts[:1], 8) == eager.generate_greedy(prompts[:1], 8), quant
+    print("compiled decode == eager decode (bf16/int8): ok")
+
+
+if __name__ == "__main__":
+    check()
