@@ -56,6 +56,8 @@ _EXPORTS = {
     "ShellTool": "glm_agent.tools.shell",
     "BrowserTool": "glm_agent.tools.browser",
     "ImageTool": "glm_agent.tools.image",
+    "MCPServers": "glm_agent.tools.mcp.servers",
+    "mcp_tools": "glm_agent.tools.mcp.servers",
     # models
     "ScriptedModel": "glm_agent.models.scripted",
     "LocalModel": "glm_agent.models.local",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -99,6 +100,8 @@ class Agent:
         default_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         self.session_id = check_session_id(session_id) if session_id else default_id
         self._workspace = Path(workspace) if workspace else None
+        # Default workspaces this agent created: removed at close if nothing was put in them.
+        self._made_workspaces: set[Path] = set()
         self.history: list[Message] = []
         self.reset()
         self._failures: dict[str, int] = {}
@@ -114,10 +117,27 @@ class Agent:
         """The session's working folder (tool outputs, images, files the model writes).
 
         The `workspace=` the program gave, else `<home>/sessions/<session_id>`; never a folder
-        named by a session file."""
-        folder = self._workspace if self._workspace is not None else sessions_root() / check_session_id(self.session_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        named by a session file. Made on first use."""
+        return self._make_workspace(self.session_id)
+
+    def _make_workspace(self, session_id: str) -> Path:
+        if self._workspace is not None:
+            self._workspace.mkdir(parents=True, exist_ok=True)
+            return self._workspace
+        folder = sessions_root() / check_session_id(session_id)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made_workspaces.add(folder)
         return folder
+
+    def _remove_empty_workspaces(self) -> None:
+        """Remove the default workspaces this agent made and nothing was written to."""
+        for folder in self._made_workspaces:
+            try:
+                os.rmdir(folder)  # only an empty folder goes; a link put in its place is not followed
+            except OSError:
+                pass
+        self._made_workspaces.clear()
 
     def reset(self) -> None:
         """Forget the conversation (tools keep their state, e.g. kernel variables)."""
@@ -318,7 +338,9 @@ class Agent:
         return ToolResult(content=f"Error: {problem}. Available tools: {available}.", is_error=True)
 
     async def _execute(self, tool: Tool, call: ToolCall) -> ToolResult:
-        ctx = ToolContext(session_id=self.session_id, workspace=self.workspace)
+        session_id = self.session_id
+        # The folder is made only if the tool asks for it (a browser or a pure function does not).
+        ctx = ToolContext(session_id=session_id, workspace=lambda: self._make_workspace(session_id))
         timeout = tool.timeout if tool.timeout is not None else self.tool_timeout
         try:
             return await asyncio.wait_for(tool.call(dict(call.arguments), ctx), timeout)
@@ -339,6 +361,7 @@ class Agent:
                 import warnings
 
                 warnings.warn(f"closing tool {tool.name!r} failed: {result!r}", stacklevel=2)
+        self._remove_empty_workspaces()  # after the tools: a kernel may still be writing there
 
     def close(self) -> None:
         """Blocking `aclose`, for agents driven with `run_sync`."""

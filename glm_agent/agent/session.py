@@ -6,6 +6,10 @@ a folder (a session's workspace is the one the program gave the agent, or
 is validated before the agent changes; each problem is one line naming the file and the field.
 Writes are atomic (temp file + rename). Temp files carry the writer's pid, so a later save of
 the same file removes those a killed writer left behind.
+
+Chats save themselves as `<home>/sessions/<name>.json`, beside the `<home>/sessions/<id>/`
+workspaces (outside them: sandboxed code can write its workspace, never these files);
+`list_sessions` reads them back for `glm-agent sessions` and `chat --continue`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import stat
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +36,10 @@ __all__ = [
     "SESSION_FORMAT",
     "SessionFile",
     "SessionFileError",
+    "SessionSummary",
     "check_session_id",
     "default_home",
+    "list_sessions",
     "read_session_file",
     "sessions_root",
     "write_session_file",
@@ -247,3 +254,57 @@ def write_session_file(path: str | Path, payload: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# ---- the saved chats -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One saved session file, as `glm-agent sessions` lists it."""
+
+    path: Path
+    modified: float  # the file's mtime: when the conversation last changed
+    session_id: str | None
+    model: str | None
+    messages: int
+    first_prompt: str  # "" when the conversation has no user message
+    last_prompt: str
+
+
+def _summary(path: Path, modified: float) -> SessionSummary:
+    session = read_session_file(path)
+    prompts = [m.content for m in session.messages if m.role == "user"]
+    return SessionSummary(
+        path=path, modified=modified, session_id=session.session_id, model=session.model,
+        messages=len(session.messages), first_prompt=prompts[0] if prompts else "",
+        last_prompt=prompts[-1] if prompts else "",
+    )
+
+
+def list_sessions(root: Path | None = None) -> tuple[list[SessionSummary], list[Path]]:
+    """The session files directly in `root` (default: the sessions root), newest first, and
+    the files there that are not readable sessions. Links and temp files are skipped; each
+    file is validated whole, as `read_session_file` does."""
+    root = sessions_root() if root is None else Path(root)
+    try:
+        entries = list(os.scandir(root))
+    except OSError:  # no sessions yet
+        return [], []
+    found: list[SessionSummary] = []
+    broken: list[Path] = []
+    for entry in entries:
+        if not entry.name.endswith(".json") or entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            modified = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        try:
+            found.append(_summary(Path(entry.path), modified))
+        except SessionFileError:
+            broken.append(Path(entry.path))
+    found.sort(key=lambda s: (s.modified, s.path.name), reverse=True)
+    return found, sorted(broken)

@@ -3,7 +3,8 @@
 Every command group is made with `command_group`, whose `invoke` catches what a command lets
 escape: the runtime's `GlmAgentError`, the engine's `EngineError`, the sandbox's
 `SandboxError`, `OSError`s and missing optional packages print `error: ...` on stderr and
-exit 1. Commands therefore do not catch these themselves. Anything else is a bug: it is
+exit 1; a bad or missing option value prints `error: Invalid value for --OPTION: ...` and
+exits 2. Commands therefore do not catch these themselves. Anything else is a bug: it is
 reported the same way, and `GLM_AGENT_DEBUG=1` shows its traceback.
 """
 
@@ -79,6 +80,9 @@ class ReportingGroup(TyperGroup):
             raise  # a closed pipe (`| head`): typer leaves quietly
         except ModuleNotFoundError as exc:
             raise fail(install_hint(exc), 1) from None
+        except typer.BadParameter as exc:  # a bad option value: typer's box would wrap it over lines
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            raise fail(f"{exc.format_message()}{where}") from None
         except Exception as exc:
             if _from_the_framework(exc):
                 raise  # --help, typer.Exit, usage errors: typer reports them itself
@@ -97,7 +101,9 @@ def _from_the_framework(exc: Exception) -> bool:
 
 
 def command_group(**settings: Any) -> typer.Typer:
-    """A `typer.Typer` whose commands' errors reach the user as one line."""
+    """A `typer.Typer` whose commands' errors reach the user as one line (`cls`: a
+    ReportingGroup subclass)."""
+    settings.setdefault("cls", ReportingGroup)
     settings.setdefault("add_completion", False)
     settings.setdefault("pretty_exceptions_enable", False)
-    return typer.Typer(cls=ReportingGroup, **settings)
+    return typer.Typer(**settings)

@@ -1,4 +1,4 @@
-"""`glm-agent model ...`: inspect (and, below, convert) local checkpoints."""
+"""`glm-agent model ...`: inspect and quantize local checkpoints."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import typer
 
 from glm_agent.cli.errors import command_group, fail
 
-__all__ = ["model_app", "checkpoint_summary"]
+__all__ = ["model_app", "checkpoint_summary", "loading_summary"]
 
 model_app = command_group(
     name="model",
-    help="Inspect and convert local models (GGUF files, safetensors folders, 'embedded').",
+    help="Inspect and quantize local models (GGUF files, safetensors folders, 'embedded').",
     no_args_is_help=True,
 )
 
 
 @model_app.callback()
 def _group() -> None:
-    """Inspect and convert local models (GGUF files, safetensors folders, 'embedded')."""
+    """Inspect and quantize local models (GGUF files, safetensors folders, 'embedded')."""
 
 
 def _human(n: float, unit: str = "", suffixes=("", "K", "M", "G", "T")) -> str:
@@ -80,21 +80,52 @@ def info(
     path: str = typer.Argument(
         "embedded", help="'embedded', 'smollm2', a .gguf file or a checkpoint folder."
     ),
+    quant: str = typer.Option(None, "--quant", help="Show what loading with this quantization would use: int8, int4, none."),
+    device: str = typer.Option(None, "--device", help="The device to plan for: cpu, cuda, auto (default)."),
 ) -> None:
-    """Print a model's architecture, sizes, quantization, context, tokenizer and template."""
+    """Print a model's architecture, sizes, quantization, context, tokenizer and template, and
+    the quantization and cache folder that loading it would use."""
     from rich.console import Console
     from rich.table import Table
 
-    from glm_agent.engine.loading import open_checkpoint
+    from glm_agent.models.local import LocalModel
+    from glm_agent.models.spec import ModelSpecError, check_local_options
 
+    try:  # before the checkpoint is opened
+        check_local_options(quant, device)
+    except ModelSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{exc.option}") from None
     console = Console()
-    ck = open_checkpoint(path)
+    model = LocalModel(path, device=device or "auto", quant=quant)
+    ck = model.checkpoint
     table = Table(title=f"model {path}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    for key, value in checkpoint_summary(ck):
+    for key, value in checkpoint_summary(ck) + loading_summary(model):
         table.add_row(key, value)
     console.print(table)
+
+
+def loading_summary(model) -> list[tuple[str, str]]:
+    """(field, value) rows on what loading `model` (a LocalModel) will use: its quantization
+    (the default picks int4 for the embedded model on CPU) and where the quantized copy is kept."""
+    from glm_agent.models.local import resolve_device
+
+    plan, folder = model.quantization_plan()
+    device = resolve_device(model.device)
+    if plan is None:
+        used = "none (float weights)" if model.checkpoint.config.quant is None else "as stored in the checkpoint"
+    else:
+        group = f", group {plan['group_size']}" if plan.get("group_size") else ", per channel"
+        used = f"int{plan['bits']} weight-only{group}{', output layer too' if plan.get('lm_head') else ''}"
+    rows = [("loads as", f"{used}, on {device}" + ("" if model.quant is not None else " (the default)"))]
+    if folder is not None:
+        if folder.is_dir():
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            rows.append(("quantized cache", f"{folder} ({_human(size, 'B')})"))
+        else:
+            rows.append(("quantized cache", f"{folder} (made on first load)"))
+    return rows
 
 
 @model_app.command("quantize")

@@ -56,6 +56,13 @@ class AgentOptions:
     image_backend: Optional[str] = _option(
         None, "--image-backend", help="Image backend: diffusers (local) or cogview (Zhipu API)."
     )
+    mcp: Optional[list[str]] = _option(
+        None, "--mcp", help="MCP server whose tools to use: a command, an http(s)://.../mcp URL, or an mcp.json "
+        "file (repeatable; <home>/mcp.json is always read).",
+    )
+    mcp_sandbox: bool = _option(
+        False, "--mcp-sandbox", help="Run stdio MCP servers in the sandbox (workspace only, no network)."
+    )
 
 
 def with_agent_options(command: Callable[..., Any]) -> Callable[..., Any]:

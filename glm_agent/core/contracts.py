@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
 
 from glm_agent.core.events import ModelEvent
 from glm_agent.core.messages import Message, ToolResult
@@ -68,12 +68,31 @@ class ChatModel(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass
 class ToolContext:
-    """What a tool may know about the session that called it."""
+    """What a tool may know about the session that called it.
 
-    session_id: str
-    workspace: Path
+    `workspace` may be given as a function that makes the folder and returns it: it is then
+    called the first time a tool reads `ctx.workspace`, so a session whose tools never use
+    the folder leaves none behind.
+    """
+
+    def __init__(self, session_id: str, workspace: Path | Callable[[], Path]):
+        self.session_id = session_id
+        self._workspace = workspace
+
+    @property
+    def workspace(self) -> Path:
+        if callable(self._workspace):
+            self._workspace = Path(self._workspace())
+        return self._workspace
+
+    @workspace.setter
+    def workspace(self, value: Path | Callable[[], Path]) -> None:
+        self._workspace = value
+
+    def __repr__(self) -> str:
+        where = "(not made yet)" if callable(self._workspace) else str(self._workspace)
+        return f"ToolContext(session_id={self.session_id!r}, workspace={where})"
 
 
 class Tool:

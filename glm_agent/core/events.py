@@ -56,6 +56,7 @@ class ModelDone(Event):
     finish_reason: str = "stop"  # stop | length | tool_calls | error
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, reused from the model's KV cache (not computed)
 
 
 ModelEvent = Union[TextDelta, ToolCallReady, ModelDone]

@@ -3,6 +3,8 @@
 - `engine.Engine`: the decoder (`decoder`, `config`), its paged KV cache (`kv_cache` tensors,
   `blocks` bookkeeping), weight-only quantization (`quant`) and generation (`sampling`,
   `params.SamplingParams`);
+- `scheduler.Scheduler`: continuous batching of concurrent requests over one engine, with
+  chunked prefill and prefix caching (cached KV blocks reused across requests);
 - `apar`: APAR parallel decoding on the same cache;
 - `loading.open_checkpoint` with `loaders/` (GGUF, safetensors, pre-quantized folders),
   `tokenizer`, `embedded` (the model files shipped as pip packages);

@@ -44,8 +44,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Union
 
-from glm_agent.engine.errors import AparError, ContextOverflowError
-from glm_agent.engine.params import SamplingParams, check_max_new_tokens
+from glm_agent.engine.errors import AparError
+from glm_agent.engine.params import SamplingParams
 
 __all__ = [
     "AparTokens",
@@ -261,17 +261,8 @@ class AparDecoder:
         Closing the iterator frees every stream's blocks at once."""
         from glm_agent.engine.sampling import Sampler  # torch: imported only to decode
 
-        check_max_new_tokens(max_new_tokens)
+        prompt_ids = self.engine.check_request(prompt_ids, max_new_tokens, whole=False)
         sampler = Sampler(sampling, self.engine.vocab_size, self.engine.device)
-        prompt_ids = list(prompt_ids)
-        if not prompt_ids:
-            raise ValueError("generate() needs a non-empty prompt")
-        self.engine._check_ids(prompt_ids)
-        if len(prompt_ids) >= self.engine.max_context:
-            raise ContextOverflowError(
-                f"prompt of {len(prompt_ids)} tokens leaves no room in the model's context of "
-                f"{self.engine.max_context}; shorten the conversation"
-            )
         return self._generate(prompt_ids, max_new_tokens, sampler, frozenset(stop_token_ids))
 
     # ---- the loop ---------------------------------------------------------------------------

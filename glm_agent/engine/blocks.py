@@ -18,11 +18,24 @@ managers:
 Allocation prefers the block right after a stream's last one, so a lone stream gets consecutive
 blocks and the pool can read it as one slice; otherwise the lowest free block is used, which
 keeps `high_water` (the pool size actually needed) small.
+
+Prefix caching (vLLM's automatic prefix caching, as a hash chain): when `append` is given the
+token ids, every block that fills up is indexed by a digest of its tokens and of the digest of
+the block before it, i.e. of the whole prefix up to its end. A freed indexed block keeps its
+contents and goes to an LRU list instead of the free heap; `attach_prefix(stream, ids)` hands
+a new stream the longest chain of indexed full blocks that `ids` starts with (read-only: full
+blocks are never written again), so only the rest has to be computed. Cached blocks count as
+free: an allocation takes a never-indexed free block first, else evicts the least recently used
+cached block. A block a live stream holds (ref > 0) is never evicted, and a full pool just means
+fewer hits, never an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from glm_agent.engine.errors import CacheExhaustedError
@@ -38,6 +51,10 @@ class BlockTable:
     length: int = 0
     # True while the blocks are consecutive: the pool then reads them as one slice.
     contiguous: bool = True
+    # Token ids so far, kept while every append gave them (prefix caching); None once one did not.
+    tokens: list[int] | None = field(default_factory=list)
+    # Digest of each full block's prefix, in order (the hash chain; len = full blocks indexed).
+    digests: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -49,18 +66,27 @@ class CopyOnWrite:
     count: int
 
 
+def _digest(parent: bytes, tokens: list[int]) -> bytes:
+    # A cryptographic digest: a crafted prompt must not collide with another user's prefix.
+    return hashlib.blake2b(parent + array("q", tokens).tobytes(), digest_size=16).digest()
+
+
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, *, prefix_cache: bool = True) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError("num_blocks and block_size must be positive")
         self.num_blocks = num_blocks
         self.block_size = block_size
+        self.prefix_cache = prefix_cache
         self._ref = [0] * num_blocks
         self._free_heap = list(range(num_blocks))  # lazy: entries with ref != 0 are stale
-        self._num_free = num_blocks
+        self._num_free = num_blocks  # free blocks, cached ones included
         self._high_water = 0
         self._streams: dict[int, BlockTable] = {}
         self._next_id = 0
+        self._cached: dict[bytes, int] = {}  # prefix digest -> block holding its last tokens
+        self._block_digest: dict[int, bytes] = {}  # the inverse, for indexed blocks
+        self._lru: OrderedDict[int, None] = OrderedDict()  # indexed blocks with ref 0, oldest first
 
     # ---- streams --------------------------------------------------------------------------
 
@@ -72,7 +98,53 @@ class BlockManager:
         p = self.table(parent)
         for b in p.blocks:
             self._ref[b] += 1
-        return self._add(BlockTable(list(p.blocks), p.length, p.contiguous))
+        tokens = None if p.tokens is None else list(p.tokens)
+        return self._add(BlockTable(list(p.blocks), p.length, p.contiguous, tokens, list(p.digests)))
+
+    def attach_prefix(self, stream: int, ids: list[int]) -> int:
+        """Give the empty `stream` the cached blocks of the longest full-block prefix of `ids`,
+        leaving at least one id to compute (its logits are needed); returns the ids attached."""
+        t = self.table(stream)
+        if t.length or t.tokens is None:
+            raise ValueError("attach_prefix() needs a new, empty stream")
+        if not self.prefix_cache:
+            return 0
+        bs = self.block_size
+        parent = b""
+        for i in range((len(ids) - 1) // bs):
+            d = _digest(parent, ids[i * bs : (i + 1) * bs])
+            b = self._cached.get(d)
+            if b is None:
+                break
+            if self._ref[b] == 0:  # revived from the LRU list
+                del self._lru[b]
+                self._num_free -= 1
+            self._ref[b] += 1
+            if t.blocks and b != t.blocks[-1] + 1:
+                t.contiguous = False
+            t.blocks.append(b)
+            t.digests.append(d)
+            parent = d
+        t.length = len(t.blocks) * bs
+        t.tokens = list(ids[: t.length])
+        return t.length
+
+    def forget(self, stream: int) -> None:
+        """Un-index the stream's blocks and stop indexing it: their contents are not to be
+        trusted (a forward that wrote them failed midway)."""
+        t = self.table(stream)
+        t.tokens = None
+        for b in t.blocks:
+            d = self._block_digest.pop(b, None)
+            if d is not None:
+                del self._cached[d]
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prefix (blocks in use stay with their streams)."""
+        self._cached.clear()
+        self._block_digest.clear()
+        while self._lru:
+            heapq.heappush(self._free_heap, self._lru.popitem(last=False)[0])
 
     def free(self, stream: int) -> None:
         t = self._streams.pop(stream, None)
@@ -112,6 +184,11 @@ class BlockManager:
         return self.num_blocks - self._num_free
 
     @property
+    def num_cached_blocks(self) -> int:
+        """Free blocks that still hold an indexed prefix (reused on a hit, evicted LRU)."""
+        return len(self._lru)
+
+    @property
     def high_water(self) -> int:
         """1 + the highest block id ever handed out: how many blocks the pool must hold."""
         return self._high_water
@@ -133,10 +210,18 @@ class BlockManager:
                 "prompt or max_new_tokens, or build the engine with a larger cache_tokens."
             )
 
-    def append(self, stream: int, n: int) -> tuple[list[int], CopyOnWrite | None]:
+    def append(
+        self, stream: int, n: int, tokens: list[int] | None = None
+    ) -> tuple[list[int], CopyOnWrite | None]:
         """Reserve slots for `n` new tokens of `stream`: their slots in order, and the copy the
-        pool must make first when the stream left a shared partial block (else None)."""
+        pool must make first when the stream left a shared partial block (else None).
+
+        `tokens` (the n ids) index the blocks they fill for prefix caching; the caller must have
+        written those blocks' keys/values before another stream can attach them, which holds
+        when the same engine step that appends also writes (attach happens between steps)."""
         t = self.table(stream)
+        if tokens is not None and len(tokens) != n:
+            raise ValueError(f"append() got {len(tokens)} token ids for {n} slots")
         self.check_room(self.blocks_needed(stream, n), f"stream {stream}")
         bs = self.block_size
         cow = None
@@ -157,6 +242,12 @@ class BlockManager:
         start = t.length
         t.length += n
         blocks = t.blocks
+        if t.tokens is not None:
+            if tokens is None:
+                t.tokens = None  # content unknown from here on: index nothing more
+            else:
+                t.tokens += tokens
+                self._index_full_blocks(t)
         return [blocks[p // bs] * bs + p % bs for p in range(start, start + n)], cow
 
     # ---- internals ----------------------------------------------------------------------------
@@ -167,17 +258,36 @@ class BlockManager:
         self._streams[sid] = table
         return sid
 
+    def _index_full_blocks(self, t: BlockTable) -> None:
+        bs = self.block_size
+        while len(t.digests) < t.length // bs:
+            i = len(t.digests)
+            parent = t.digests[-1] if t.digests else b""
+            d = _digest(parent, t.tokens[i * bs : (i + 1) * bs])
+            t.digests.append(d)
+            b = t.blocks[i]
+            # A prefix computed twice at once keeps its first block; the copy stays unindexed.
+            if self.prefix_cache and d not in self._cached and b not in self._block_digest:
+                self._cached[d] = b
+                self._block_digest[b] = d
+
     def _needs_copy(self, t: BlockTable, n: int) -> bool:
         return n > 0 and t.length % self.block_size != 0 and self._ref[t.blocks[-1]] > 1
 
     def _alloc(self, prefer: int | None) -> int:
-        if prefer is not None and prefer < self.num_blocks and self._ref[prefer] == 0:
+        if (prefer is not None and prefer < self.num_blocks and self._ref[prefer] == 0
+                and prefer not in self._lru):
             b = prefer
         else:
-            while True:
-                b = heapq.heappop(self._free_heap)
-                if self._ref[b] == 0:
+            b = None
+            while self._free_heap:
+                c = heapq.heappop(self._free_heap)
+                if self._ref[c] == 0 and c not in self._lru:
+                    b = c
                     break
+            if b is None:  # only cached blocks are free: evict the least recently used one
+                b, _ = self._lru.popitem(last=False)
+                del self._cached[self._block_digest.pop(b)]
         self._ref[b] = 1
         self._num_free -= 1
         self._high_water = max(self._high_water, b + 1)
@@ -187,4 +297,7 @@ class BlockManager:
         self._ref[b] -= 1
         if self._ref[b] == 0:
             self._num_free += 1
-            heapq.heappush(self._free_heap, b)
+            if b in self._block_digest:
+                self._lru[b] = None  # most recently used last
+            else:
+                heapq.heappush(self._free_heap, b)

@@ -16,7 +16,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 from glm_agent.engine.errors import EmbeddedModelError
 
@@ -98,7 +98,10 @@ def _marker_ok(dest: Path, sha256: str) -> bool:
 
 
 def _write_marker(dest: Path, sha256: str) -> None:
-    _marker(dest).write_text(json.dumps({"sha256": sha256, "stat": _stat_key(dest)}))
+    # Via a private file + rename: another process starting now never reads half a marker.
+    tmp = dest.with_name(f".{_marker(dest).name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"sha256": sha256, "stat": _stat_key(dest)}))
+    os.replace(tmp, _marker(dest))
 
 
 def _hash_file(path: Path) -> str:
@@ -107,6 +110,11 @@ def _hash_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+# True: a progress bar on the terminal; a callable: `steps(done, total)` in bytes instead (a
+# caller with a display of its own, e.g. the chat's spinner); False: silent.
+Progress = Union[bool, Callable[[int, int], None]]
 
 
 def _progress(enabled: bool, total: int):
@@ -135,7 +143,7 @@ def assemble_parts(
     dest: Path,
     sha256: str,
     size: int | None = None,
-    progress: bool = True,
+    progress: Progress = True,
 ) -> Path:
     """Join `parts` into `dest` if it is not already there and verified.
 
@@ -162,7 +170,11 @@ def assemble_parts(
         )
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     h = hashlib.sha256()
-    bar, task = _progress(progress, total)
+    steps = progress if callable(progress) else None
+    bar, task = _progress(bool(progress) and steps is None, total)
+    done = 0
+    if steps:
+        steps(0, total)
     try:
         with bar, open(tmp, "wb") as out:
             for part in parts:
@@ -171,6 +183,9 @@ def assemble_parts(
                         out.write(chunk)
                         h.update(chunk)
                         bar.advance(task, len(chunk))
+                        done += len(chunk)
+                        if steps:
+                            steps(done, total)
             out.flush()
             os.fsync(out.fileno())
         digest = h.hexdigest()
@@ -188,7 +203,7 @@ def assemble_parts(
     return dest
 
 
-def embedded_model_path(progress: bool = True) -> Path:
+def embedded_model_path(progress: Progress = True) -> Path:
     """Path of the verified embedded GGUF, joining the pip parts on first use."""
     dest = cache_dir() / EMBEDDED_FILENAME
     if dest.is_file() and _marker_ok(dest, EMBEDDED_SHA256):

@@ -3,10 +3,17 @@
 The engine speaks token ids only: chat templates and dialects live above it (glm_agent.models).
 
     engine = Engine.from_weights(config, weights, device="cpu", dtype=torch.float32,
-                                 quant=None, max_context=None, cache_tokens=None)
+                                 quant=None, max_context=None, cache_tokens=None,
+                                 prefix_cache=True)
     for tok in engine.generate(prompt_ids, max_new_tokens=256, sampling=SamplingParams(...),
                                stop_token_ids={eos}):
         ...   # new ids one at a time; a stop token is yielded last, then the stream ends
+
+Prefix caching (on by default, `prefix_cache=False` to turn it off): full KV blocks are indexed
+by their token prefix, so a prompt that starts like an earlier one (the next step of an agent,
+another request with the same system prompt) computes only what is new; see `blocks.py`. The
+scheduler (`scheduler.py`) reuses them; `generate` always computes the whole prompt, so timing
+it measures prefill.
 
 Loading streams: the model is built on the `meta` device (no memory), then each incoming
 tensor is cast/moved and put in place, so a checkpoint is never held twice. With `quant`
@@ -23,7 +30,8 @@ Step API (used by `generate`, APAR and servers; every stream lives in `engine.ca
     engine.forward_logits(ids: list[int]) -> Tensor[T, vocab]    full-sequence scoring, no cache
 Logits are float32 on the engine's device. A stream that would grow past `max_context` raises
 `ContextOverflowError`; a full KV cache raises `CacheExhaustedError` (both `EngineError`s).
-An engine is not thread-safe: one caller (thread) drives it at a time.
+An engine is not thread-safe: one caller (thread) drives it at a time. Concurrent requests go
+through one `scheduler.Scheduler`, which batches them (continuous batching).
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ class Engine:
         max_context: int | None = None,
         cache_tokens: int | None = None,
         block_size: int = 16,
+        prefix_cache: bool = True,
     ) -> None:
         self.model = model
         self.config = config
@@ -82,6 +91,7 @@ class Engine:
             block_size=block_size,
             device=self.device,
             dtype=dtype,
+            prefix_cache=prefix_cache,
         )
         # A token's position is its depth in its own stream (forks included): < max_context.
         model.init_rope(self.max_context, self.device)
@@ -103,6 +113,7 @@ class Engine:
         max_context: int | None = None,
         cache_tokens: int | None = None,
         block_size: int = 16,
+        prefix_cache: bool = True,
     ) -> "Engine":
         """Build the decoder and fill it tensor by tensor from `(canonical_name, tensor)`."""
         device = torch.device(device)
@@ -173,6 +184,7 @@ class Engine:
             max_context=max_context,
             cache_tokens=cache_tokens,
             block_size=block_size,
+            prefix_cache=prefix_cache,
         )
 
     # ---- streams ------------------------------------------------------------------------
@@ -208,10 +220,15 @@ class Engine:
                     f"{self.max_context}; free it or start a shorter one"
                 )
         with torch.inference_mode():
-            batch = self.cache.plan(streams, [len(x) for x in ids])
-            last = torch.tensor(batch.q_lens, device=self.device).cumsum(0) - 1
-            tokens = torch.tensor(flat, dtype=torch.long, device=self.device)
-            logits = self.model(tokens, batch.positions, self.cache, batch, logits_at=last)
+            batch = self.cache.plan(streams, [len(x) for x in ids], [list(x) for x in ids])
+            try:
+                last = torch.tensor(batch.q_lens, device=self.device).cumsum(0) - 1
+                tokens = torch.tensor(flat, dtype=torch.long, device=self.device)
+                logits = self.model(tokens, batch.positions, self.cache, batch, logits_at=last)
+            except BaseException:
+                for s in streams:  # blocks indexed by this step were not (all) written
+                    self.cache.block_manager.forget(s)
+                raise
         return logits.float()
 
     def prefill(self, stream: int, ids: list[int]) -> torch.Tensor:
@@ -243,6 +260,30 @@ class Engine:
 
     # ---- generation ---------------------------------------------------------------------
 
+    def check_request(self, prompt_ids: Iterable[int], max_new_tokens: int, *, whole: bool = True) -> list[int]:
+        """The prompt as a list, after the checks every generation makes before any work.
+
+        `whole`: the prompt plus `max_new_tokens` must fit `max_context` (one stream); else only
+        the prompt and one token must (APAR, whose streams share `max_new_tokens`).
+        Raises ValueError, or ContextOverflowError for a request that cannot fit."""
+        check_max_new_tokens(max_new_tokens)
+        prompt = list(prompt_ids)
+        if not prompt:
+            raise ValueError("generation needs a non-empty prompt")
+        self._check_ids(prompt)
+        if whole and len(prompt) + max_new_tokens > self.max_context:
+            raise ContextOverflowError(
+                f"prompt of {len(prompt)} tokens + max_new_tokens {max_new_tokens} "
+                f"= {len(prompt) + max_new_tokens} tokens exceeds the model's context of "
+                f"{self.max_context}; shorten the conversation or lower max_new_tokens"
+            )
+        if len(prompt) >= self.max_context:
+            raise ContextOverflowError(
+                f"prompt of {len(prompt)} tokens leaves no room in the model's context of "
+                f"{self.max_context}; shorten the conversation"
+            )
+        return prompt
+
     def generate(
         self,
         prompt_ids: list[int],
@@ -257,19 +298,8 @@ class Engine:
         Raises ContextOverflowError (before any work) when the prompt plus max_new_tokens
         does not fit `max_context`.
         """
-        check_max_new_tokens(max_new_tokens)
+        prompt_ids = self.check_request(prompt_ids, max_new_tokens)
         sampler = Sampler(sampling, self.config.vocab_size, self.device)
-        prompt_ids = list(prompt_ids)
-        if not prompt_ids:
-            raise ValueError("generate() needs a non-empty prompt")
-        self._check_ids(prompt_ids)
-        total = len(prompt_ids) + max_new_tokens
-        if total > self.max_context:
-            raise ContextOverflowError(
-                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new_tokens} "
-                f"= {total} tokens exceeds the model's context of {self.max_context}; shorten "
-                "the conversation or lower max_new_tokens"
-            )
         return self._generate(prompt_ids, max_new_tokens, sampler, frozenset(stop_token_ids))
 
     def _generate(self, prompt_ids, max_new_tokens, sampler, stops) -> Iterator[int]:

@@ -7,8 +7,10 @@ module holds the tensors, performs the copies that manager asks for, and runs at
 
 - `new_stream()`, `fork(parent)` (a child sharing every block of the parent: nothing copied),
   `free(stream)`, `length`, `block_table`, `refcount`: the manager's, unchanged.
-- `append(stream, n)` reserves slots for n new tokens; when the stream leaves a shared, partly
-  filled block, that block's filled slots are copied to the stream's new block first.
+- `append(stream, n, tokens)` reserves slots for n new tokens; when the stream leaves a shared,
+  partly filled block, that block's filled slots are copied to the stream's new block first.
+  Given the token ids, the blocks they fill are indexed for prefix caching, and
+  `attach_prefix(stream, ids)` lets a new stream start from the cached blocks of its prompt.
 - An exhausted pool raises `CacheExhaustedError` saying how to make room.
 
 Layout: `k[layer]` and `v[layer]` are `[kv_heads, slots, head_dim]` with slot = block *
@@ -28,8 +30,10 @@ Public API:
     .length(stream) -> int        .block_table(stream) -> list[int] .refcount(block) -> int
     .is_contiguous(stream) -> bool .live_streams -> list[int]
     .num_free_blocks -> int       .num_used_blocks -> int          .memory_bytes() -> int
-    .append(stream, n) -> list[int]                       (slots of the n new tokens)
-    .plan(streams: list[int], n_new: list[int]) -> AttnBatch   (appends, then describes reads)
+    .append(stream, n, tokens=None) -> list[int]          (slots of the n new tokens)
+    .attach_prefix(stream, ids) -> int                    (cached prompt ids reused)
+    .num_cached_blocks -> int                             (free blocks still holding a prefix)
+    .plan(streams, n_new, tokens=None) -> AttnBatch       (appends, then describes reads)
     .write(layer, slots, k, v) ; .attend(layer, q, batch) -> out      (used by the decoder)
 """
 
@@ -80,10 +84,11 @@ class PagedKVCache:
         initial_blocks: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        prefix_cache: bool = True,
     ) -> None:
         if max_blocks < 1 or block_size < 1:
             raise ValueError("max_blocks and block_size must be positive")
-        self.block_manager = BlockManager(max_blocks, block_size)
+        self.block_manager = BlockManager(max_blocks, block_size, prefix_cache=prefix_cache)
         self.num_layers = num_layers
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
@@ -108,6 +113,11 @@ class PagedKVCache:
 
     def free(self, stream: int) -> None:
         self.block_manager.free(stream)
+
+    def attach_prefix(self, stream: int, ids: list[int]) -> int:
+        """Start the empty `stream` from the cached blocks of `ids`' longest full-block prefix
+        (at least one id is left to compute); returns how many ids are already in the cache."""
+        return self.block_manager.attach_prefix(stream, ids)
 
     def length(self, stream: int) -> int:
         return self.block_manager.length(stream)
@@ -134,6 +144,10 @@ class PagedKVCache:
         return self.block_manager.num_used_blocks
 
     @property
+    def num_cached_blocks(self) -> int:
+        return self.block_manager.num_cached_blocks
+
+    @property
     def capacity_tokens(self) -> int:
         return self.max_blocks * self.block_size
 
@@ -144,9 +158,9 @@ class PagedKVCache:
 
     # ---- slot reservation ---------------------------------------------------------------
 
-    def append(self, stream: int, n: int) -> list[int]:
+    def append(self, stream: int, n: int, tokens: list[int] | None = None) -> list[int]:
         """Reserve slots for `n` new tokens of `stream`; returns their pool slots in order."""
-        slots, cow = self.block_manager.append(stream, n)
+        slots, cow = self.block_manager.append(stream, n, tokens)
         if self.block_manager.high_water > self._capacity:
             self._grow(self.block_manager.high_water)
         if cow is not None:  # the source block is still held by its other streams: intact
@@ -175,8 +189,9 @@ class PagedKVCache:
 
     # ---- planning one forward pass --------------------------------------------------------
 
-    def plan(self, streams: list[int], n_new: list[int]) -> AttnBatch:
-        """Reserve slots for `n_new[i]` tokens of each stream and describe the reads."""
+    def plan(self, streams: list[int], n_new: list[int], tokens: list[list[int]] | None = None) -> AttnBatch:
+        """Reserve slots for `n_new[i]` tokens of each stream and describe the reads
+        (`tokens[i]`: their ids, for prefix caching)."""
         if len(streams) != len(n_new) or len(set(streams)) != len(streams):
             raise ValueError("plan() needs distinct streams and one token count per stream")
         # Check room for all streams first, so a full pool leaves every stream untouched.
@@ -184,9 +199,9 @@ class PagedKVCache:
         self.block_manager.check_room(total, f"this step of {len(streams)} stream(s)")
         positions: list[int] = []
         slots: list[int] = []
-        for sid, n in zip(streams, n_new):
+        for i, (sid, n) in enumerate(zip(streams, n_new)):
             start = self.length(sid)
-            slots += self.append(sid, n)
+            slots += self.append(sid, n, None if tokens is None else tokens[i])
             positions += range(start, start + n)
         reads = []
         k_lens = []

@@ -33,6 +33,7 @@ __all__ = [
     "find_chat_template",
     "dialect_for",
     "TOOL_RESULT_NUDGE",
+    "TOOL_ERROR_NUDGE",
 ]
 
 # Qwen2.5-Coder-1.5B calls the same tool again after a plain tool result; with this line
@@ -40,6 +41,11 @@ __all__ = [
 TOOL_RESULT_NUDGE = (
     "(Tool finished. Now answer the user's question using this result; "
     "do not call the tool again.)"
+)
+# After a failed call "answer using this result" makes the model invent one: say what to do instead.
+TOOL_ERROR_NUDGE = (
+    "(The tool failed; the error is above. Do not make up a result. Fix the call and try again, "
+    "or tell the user what failed.)"
 )
 _DIALECTS = {"qwen2": "hermes", "llama": "hermes", "glm4": "glm4", "glm4_0414": "glm4_0414"}
 
@@ -178,7 +184,9 @@ def _open_folder(path: Path, name: str) -> Checkpoint:
     )
 
 
-def open_checkpoint(path_or_name: str | Path = "embedded", *, progress: bool = True) -> Checkpoint:
+def open_checkpoint(
+    path_or_name: str | Path = "embedded", *, progress: "bool | Callable[[int, int], None]" = True
+) -> Checkpoint:
     """Open a model by name ("embedded", "smollm2") or path (.gguf file or checkpoint folder)."""
     from glm_agent.engine import embedded
 

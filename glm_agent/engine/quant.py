@@ -12,10 +12,13 @@ CUDA: tinygemm `_convert_weight_to_int4pack`), so they are built from the portab
 (or by `prepare_quantized` before CUDA-graph capture) and never saved.
 
 Kernel choice by device and by the number of rows M in one call (see `choose_kernel`): the packed
-matrix-vector kernels win at small M; beyond `MAX_KERNEL_ROWS` one dequantize + dense GEMM wins
-(measured on an H200 with GLM-4-9B linear shapes: tinygemm int4 is 1.78x faster than bf16 at
-M=1, 0.56x at M=16, 0.16x at M=64). The "reference" kernel (dequantize to fp32 + matmul) is the portable truth every
-other path is tested against.
+matrix-vector kernels win at small M (decode); beyond `MAX_KERNEL_ROWS` (a prefill chunk) the "dequant"
+path takes over: dequantize the weight just in time, a block of output rows at a time, and run the dense
+GEMM in the device's fastest dense dtype (see `dense_dtype`). Where that dtype is fp32 (AVX2 CPUs) the
+GEMM is no faster than the int4 kernel, so there int4 stays on its kernel. `keep_dense_weights` keeps the
+dense weight instead (memory for speed, by option). Measured on an H200 with GLM-4-9B linear shapes: tinygemm int4 is 1.78x
+faster than bf16 at M=1, 0.56x at M=16, 0.16x at M=64. The "reference" kernel (dequantize to fp32 +
+matmul) is the portable truth every other path is tested against.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "QUANT_FORMAT",
     "INT4_GROUP_SIZES",
     "MAX_KERNEL_ROWS",
+    "MAX_KERNEL_ROWS_DENSE_KEPT",
     "normalize_quant",
     "quantize_int8",
     "dequantize_int8",
@@ -44,6 +48,9 @@ __all__ = [
     "QuantLinear",
     "choose_kernel",
     "kernel_names",
+    "dense_dtype",
+    "keep_dense_weights",
+    "dense_weight_bytes",
     "quantize_linears",
     "prepare_quantized",
 ]
@@ -51,18 +58,38 @@ __all__ = [
 QUANT_FORMAT = "glm-agent-weight-only-v1"
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 
-# Largest M that still uses the packed kernel, per (device type, bits); above it: dequantize + GEMM.
-# CPU: bench/quant_kernels.py on the 2-core dev box (AVX512-BF16). CUDA int4: estimated from
+# Largest M that still uses the packed kernel, per (backend, bits); above it: dequantize + GEMM.
+# CUDA int4: estimated from
 # H200 timings (tinygemm 0.26 ms vs bf16 0.14 ms per GLM-4-9B layer at M=16, 0.93 vs 0.15 at
 # M=64) and the eager dequantize pass (~15 bytes moved per weight, ~7 bf16 GEMVs = ~1.1 ms per
 # layer), which puts the crossover near M=90. Not yet measured on a GPU: run
 # `bench/quant_kernels.py --device cuda` there and adjust.
+# Backends: "cpu" = a CPU without native bf16 math (AVX2: the dense GEMM runs in fp32, which barely
+# beats the packed kernels), "cpu_bf16" = AVX512-BF16 / AMX (bf16 GEMMs several times faster).
+# CPU rows measured with bench/quant_kernels.py, 2 threads, shapes of the embedded 1.5B model.
 MAX_KERNEL_ROWS: dict[tuple[str, int], int] = {
-    ("cpu", 4): 256,  # measured (loaded 2-core box): int4 kernel >= 2x faster than dequantize+GEMM to M=256
-    ("cpu", 8): 64,  # int8 kernel wins to M=64, loses ~1.5-3x at M=256
+    # AVX2 (EPYC, 2 cores): dequantize + fp32 GEMM is 0.8-1.0x the int4 kernel from M=200 to 1024
+    ("cpu", 4): 1 << 30,
+    ("cpu", 8): 128,  # AVX2: int8 kernel 2x faster at M=64, 0.6x at M=200, 0.45x at M=512
+    ("cpu_bf16", 4): 256,  # AVX-512 box: int4 kernel >= 2x faster than dequantize + bf16 GEMM to M=256
+    ("cpu_bf16", 8): 64,  # int8 kernel wins to M=64, loses ~1.5-3x at M=256
     ("cuda", 4): 64,
     ("cuda", 8): 1 << 30,  # the cuda_int8 kernel is itself "cast + GEMM"
 }
+# The same crossovers when `keep_dense_weights` holds the dense weight (no dequantize pass to pay).
+MAX_KERNEL_ROWS_DENSE_KEPT: dict[tuple[str, int], int] = {
+    ("cpu", 4): 128,  # AVX2: int4 kernel 1.3-1.6x faster at M=64, dense fp32 1.3-1.6x faster at M=200
+    ("cpu", 8): 64,  # AVX2: int8 kernel 1.2x faster at M=64, dense 1.6x faster at M=200
+    # Not measured yet (estimated from whole-model prefill on the AVX-512 box: bf16 weights 6x the
+    # int4 kernel at M=198); run bench/quant_kernels.py on such a CPU and adjust.
+    ("cpu_bf16", 4): 32,
+    ("cpu_bf16", 8): 32,
+    ("cuda", 4): 16,  # tinygemm 0.56x bf16 at M=16 (H200 timings above)
+    ("cuda", 8): 1 << 30,
+}
+# Dequantize at most this many bytes of dense weight at a time: bounds the temporary (lm_head is
+# 151936 rows). Not smaller: on AVX2, 8-32 MiB tiles made the GEMMs 1.2-2x slower in all (no L2 win).
+DENSE_TILE_BYTES = 128 << 20
 
 _ROW_CHUNK = 4096  # quantize this many output rows at a time: bounds fp32 temporaries for lm_head
 
@@ -223,6 +250,7 @@ class QuantLinear(nn.Module):
             raise QuantError(f"bits must be 4 or 8, got {bits!r}")
         self.in_features, self.out_features, self.bits = in_features, out_features, bits
         self.kernel: str | None = None
+        self.keep_dense = False  # see keep_dense_weights()
         if bits == 8:
             self.group_size = None
             self.register_buffer("qweight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
@@ -327,11 +355,65 @@ def _k_reference(m: QuantLinear, x: Tensor) -> Tensor:
     return F.linear(x.float(), w).to(x.dtype)
 
 
+_BF16_CPU: list[bool] = []  # cached once: the CPU feature query is not free
+
+
+def _cpu_has_bf16() -> bool:
+    if not _BF16_CPU:
+        cpu = torch.cpu
+        native = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+            cpu, "_is_amx_tile_supported", lambda: False)()
+        _BF16_CPU.append(bool(native))
+    return _BF16_CPU[0]
+
+
+def _backend(device: torch.device) -> str:
+    if device.type == "cpu":
+        return "cpu_bf16" if _cpu_has_bf16() else "cpu"
+    return device.type
+
+
+def dense_dtype(device: torch.device | str, x_dtype: torch.dtype = torch.bfloat16) -> torch.dtype:
+    """The dtype of the dense GEMM on `device`: on CPU bf16 only where the CPU computes in bf16
+    natively (AVX512-BF16 / AMX), else fp32 (measured on AVX2: a bf16 GEMM is 3-6x slower than fp32
+    there, since it converts inside the kernel); elsewhere the activations' dtype."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+    return x_dtype
+
+
+def _dense_rows(m: QuantLinear, r0: int, r1: int, dtype: torch.dtype) -> Tensor:
+    """Rows r0:r1 of the dense [N, Kp] weight in `dtype`: unpack into the output, then one fused
+    w = q * scale + (zero - 8 * scale) pass in place (3 passes over the block in all)."""
+    if m.bits == 8:
+        w = m.qweight[r0:r1].to(dtype)
+        return w.mul_(m.scales[r0:r1].to(dtype)[:, None])
+    q = m.qweight[r0:r1]
+    n, half = q.shape
+    w = torch.empty(n, half, 2, dtype=dtype, device=q.device)
+    w[..., 0] = q >> 4
+    w[..., 1] = q & 0xF
+    s = m.scales[r0:r1].to(dtype)[..., None]
+    blocks = w.view(n, -1, m.group_size)
+    torch.addcmul(m.zeros[r0:r1].to(dtype)[..., None] - 8 * s, blocks, s, out=blocks)
+    return w.view(n, -1)
+
+
 def _k_dequant(m: QuantLinear, x: Tensor) -> Tensor:
-    """Large M: one dequantize pass, then a dense GEMM. On CPU in bf16 (AVX512-BF16 GEMMs run
-    ~3x faster than fp32 on the dev box; the packed kernels take bf16 activations anyway)."""
-    dtype = torch.bfloat16 if x.device.type == "cpu" else x.dtype
-    return F.linear(x.to(dtype), m.dequantize(dtype)).to(x.dtype)
+    """Large M (prefill): the dense GEMM on weights dequantized just in time, a tile of output rows
+    at a time (`DENSE_TILE_BYTES`), or on the kept dense weight (`keep_dense_weights`)."""
+    dtype = dense_dtype(x.device, x.dtype)
+    xd = _pad_x(m, x).to(dtype)
+    n, kp = m.out_features, m.padded_in_features
+    if m.keep_dense:
+        w = m.packed(("dense", x.device, dtype), lambda: _dense_rows(m, 0, n, dtype))
+        return F.linear(xd, w).to(x.dtype)
+    tile = max(16, DENSE_TILE_BYTES // (kp * dtype.itemsize))
+    if tile >= n:
+        return F.linear(xd, _dense_rows(m, 0, n, dtype)).to(x.dtype)
+    y = torch.cat([F.linear(xd, _dense_rows(m, r, min(r + tile, n), dtype)) for r in range(0, n, tile)], dim=1)
+    return y.to(x.dtype)
 
 
 def _int4_scales_zeros(m: QuantLinear, n_pad: int) -> Tensor:
@@ -440,7 +522,8 @@ def _packed_ok(m: QuantLinear, name: str) -> bool:
 
 def choose_kernel(m: QuantLinear, device: torch.device, m_rows: int) -> str:
     """The fastest path for `m_rows` rows on `device` (see MAX_KERNEL_ROWS)."""
-    limit = MAX_KERNEL_ROWS.get((device.type, m.bits))
+    table = MAX_KERNEL_ROWS_DENSE_KEPT if m.keep_dense else MAX_KERNEL_ROWS
+    limit = table.get((_backend(device), m.bits))
     if limit is None or m_rows > limit:
         return "dequant"  # large M, or mps / xpu / ...: portable path
     name = f"{device.type}_int{m.bits}"
@@ -471,6 +554,29 @@ def quantize_linears(module: nn.Module, quant: Any, empty: bool = False) -> nn.M
             setattr(parent, name, QuantLinear.from_linear(child, q["bits"], q["group_size"], empty=empty))
             del child  # free the float weight as we go: the point of layer-by-layer quantization
     return module
+
+
+def keep_dense_weights(module: nn.Module, enabled: bool = True) -> int:
+    """Let every `QuantLinear` below `module` keep its dense weight (built at its first large-M call)
+    so prefill skips the dequantize pass: prefill at dense speed for the memory of a dense copy in
+    `dense_dtype` (`dense_weight_bytes`: 4x the int4 bytes in bf16, 8x in fp32 on AVX2 CPUs). Calls
+    with few rows (decode) keep using the packed kernels. `enabled=False` drops the copies. Returns the
+    number of modules."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, QuantLinear):
+            m.keep_dense = enabled
+            if not enabled:
+                for key in [k for k in m._packed if k[0] == "dense"]:
+                    del m._packed[key]
+            count += 1
+    return count
+
+
+def dense_weight_bytes(module: nn.Module) -> int:
+    """Bytes held by kept dense weights below `module` (0 unless `keep_dense_weights` is on)."""
+    return sum(t.numel() * t.element_size() for m in module.modules() if isinstance(m, QuantLinear)
+               for key, t in m._packed.items() if key[0] == "dense")
 
 
 def prepare_quantized(

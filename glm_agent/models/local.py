@@ -3,7 +3,10 @@
 One turn: render messages + tools (the model's own chat template, else the dialect), encode
 (markup as control tokens, message content as plain text), run `Engine.generate` in a worker thread, turn tokens into text with the incremental
 detokenizer, and feed the text to the dialect's streaming parser, which cuts it at stop strings, so
-plain answers stream at once and tool calls come out whole. Events cross from the worker
+plain answers stream at once and tool calls come out whole. Generations run on the model's one
+`engine.scheduler.Scheduler`: concurrent streams (several agents, `serve`, evals) decode in the
+same batch, and a prompt that starts like an earlier one (an agent's next step) reuses its KV
+blocks and computes only what is new (`ModelDone.cached_tokens` counts the reused tokens). Events cross from the worker
 thread to the caller's event loop through a queue; leaving the `async for` early (or
 cancelling the task) stops generation within one token.
 
@@ -13,18 +16,22 @@ The model loads on first use, so constructing a LocalModel is instant.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence
 
 from glm_agent.core.contracts import GenerationSettings, ToolSpec
 from glm_agent.core.errors import ContextOverflowError, ModelError
 from glm_agent.core.events import ModelDone, ModelEvent, TextDelta, ToolCallReady
 from glm_agent.core.messages import Message, ToolMessage
+from glm_agent.core.progress import report_progress
 from glm_agent.engine import errors as engine_errors
 from glm_agent.engine.params import SamplingParams
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from glm_agent.engine.loading import Checkpoint
@@ -119,6 +126,8 @@ class LocalModel:
         embedded Qwen-Coder needs it to stop re-calling tools). Pass "" to disable.
     """
 
+    batches = True  # concurrent streams decode in one batch (servers need not queue them)
+
     def __init__(
         self,
         path_or_name: str = "embedded",
@@ -156,7 +165,7 @@ class LocalModel:
         self._chat_template: Any = _UNSET
         self._engine = None
         self._load_lock = threading.Lock()
-        self._gen_lock = threading.Lock()  # one generation at a time per model
+        self._scheduler = None
 
     # ---- loading ----------------------------------------------------------------------------
     @property
@@ -164,9 +173,12 @@ class LocalModel:
         """Config, tokenizer and template source (opened on first access; weights not read)."""
         with self._load_lock, engine_errors_as_model_errors():
             if self._checkpoint is None:
+                from glm_agent.core.progress import fraction_reporter, listening
                 from glm_agent.engine.loading import open_checkpoint
 
-                self._checkpoint = open_checkpoint(self.path_or_name, progress=self._progress)
+                # Joining the embedded model's parts (first use): through the caller's display if it has one.
+                progress = fraction_reporter("preparing") if self._progress and listening() else self._progress
+                self._checkpoint = open_checkpoint(self.path_or_name, progress=progress)
             return self._checkpoint
 
     @property
@@ -216,6 +228,17 @@ class LocalModel:
                 )
             return self._engine
 
+    @property
+    def scheduler(self):
+        """The continuous-batching scheduler every generation of this model goes through."""
+        engine = self.engine
+        with self._load_lock:
+            if self._scheduler is None or self._scheduler.engine is not engine:
+                from glm_agent.engine.scheduler import Scheduler
+
+                self._scheduler = Scheduler(engine)
+            return self._scheduler
+
     def _resolved_quant(self, device: str) -> dict | None:
         """`quant=None` means: int4 (lm_head included) for the embedded model on CPU, where it
         decodes fastest with the same greedy text (bench/cpu_decode.py measures it); float
@@ -229,28 +252,40 @@ class LocalModel:
 
         return normalize_quant(quant)
 
-    def _cached_quantized(self, ck: "Checkpoint", quant: dict):
-        """Quantize a GGUF once into the cache folder and load the stored int4/int8 tensors
-        from then on (re-quantizing 1.5B weights costs about a minute on 2 cores)."""
+    def quantization_plan(self) -> "tuple[dict | None, Path | None]":
+        """What loading will use, without loading: the quantization on this device (None: float)
+        and, for a GGUF quantized once into the cache, that folder (made on first load)."""
+        quant = self._resolved_quant(resolve_device(self.device))
+        ck = self.checkpoint
+        if quant is None or ck.source != "gguf" or not self.cache_quantized:
+            return quant, None
+        return quant, self._quantized_folder(ck, quant)[1]
+
+    @staticmethod
+    def _quantized_folder(ck: "Checkpoint", quant: dict) -> "tuple[str, Path]":
+        """The tag and cache folder of `ck` quantized as `quant` (keyed by the file's path, size, time)."""
         import hashlib
-        import sys
 
         from glm_agent.engine.embedded import cache_dir
-        from glm_agent.engine.loaders.quantized import load_quantized_checkpoint, quantize_checkpoint
 
         st = ck.path.stat()
         key = hashlib.sha1(f"{ck.path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:10]
         tag = f"int{quant['bits']}" + (f"-g{quant['group_size']}" if quant["group_size"] else "")
         tag += "-head" if quant["lm_head"] else ""
-        folder = cache_dir() / "quantized" / f"{ck.path.stem}.{tag}.{key}"
-        if not folder.is_dir():
-            if self._progress:
-                print(f"glm-agent: quantizing {ck.name} to {tag} once (cached in {folder})", file=sys.stderr)
-            try:
-                quantize_checkpoint(ck.path, folder, quant["bits"], quant["group_size"], quant["lm_head"])
-            except engine_errors.CheckpointError:
-                if not folder.is_dir():  # else another process just finished the same job
-                    raise
+        return tag, cache_dir() / "quantized" / f"{ck.path.stem}.{tag}.{key}"
+
+    def _cached_quantized(self, ck: "Checkpoint", quant: dict):
+        """Quantize a GGUF once into the cache folder and load the stored int4/int8 tensors
+        from then on (re-quantizing 1.5B weights costs about a minute on 2 cores)."""
+        from glm_agent.core.progress import fraction_reporter
+        from glm_agent.engine.loaders.quantized import load_quantized_checkpoint, quantize_cached
+
+        tag, folder = self._quantized_folder(ck, quant)
+        # Safe across processes: one quantizes, the others wait for it and reuse the folder.
+        label = f"glm-agent: quantizing {ck.name} to {tag} once (cached in {folder})"
+        quantize_cached(ck.path, folder, quant["bits"], quant["group_size"], quant["lm_head"],
+                        steps=fraction_reporter("preparing", label if self._progress else None),
+                        waiting=lambda: report_progress("preparing"))
         return load_quantized_checkpoint(folder)
 
     def load(self) -> "LocalModel":
@@ -263,8 +298,11 @@ class LocalModel:
         nudge = self.checkpoint.tool_result_nudge if self._nudge is None else self._nudge
         if not nudge:
             return list(messages)
+        from glm_agent.engine.loading import TOOL_ERROR_NUDGE
+
         return [
-            m.model_copy(update={"content": f"{m.content}\n\n{nudge}"}) if isinstance(m, ToolMessage) else m
+            m.model_copy(update={"content": f"{m.content}\n\n{TOOL_ERROR_NUDGE if m.is_error else nudge}"})
+            if isinstance(m, ToolMessage) else m
             for m in messages
         ]
 
@@ -303,9 +341,8 @@ class LocalModel:
 
         def work() -> None:
             try:
-                with self._gen_lock:
-                    if not cancel.is_set():
-                        self._run(messages, tools, settings, put, cancel)
+                if not cancel.is_set():
+                    self._run(messages, tools, settings, put, cancel)
             except engine_errors.EngineError as exc:  # the runtime's type, for the consumer
                 put(model_error(exc))
             except BaseException as exc:  # delivered to the consumer, re-raised there
@@ -313,7 +350,9 @@ class LocalModel:
             finally:
                 put(_END)
 
-        thread = threading.Thread(target=work, name=f"{self.name}-generate", daemon=True)
+        # The caller's context goes along: it carries the progress handler (core.progress).
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                                  name=f"{self.name}-generate", daemon=True)
         thread.start()
         try:
             while True:
@@ -325,11 +364,16 @@ class LocalModel:
                 yield item
         finally:
             cancel.set()
+            running = getattr(cancel, "generation", None)
+            if running is not None:  # leave the batch now, not after the next token
+                await asyncio.get_running_loop().run_in_executor(None, running.close)
             # Wait for the worker to leave the engine before anyone reuses it.
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
     def _run(self, messages, tools, settings: GenerationSettings, put, cancel: threading.Event) -> None:
         """Worker thread: prompt -> tokens -> text -> parsed events."""
+        if self._engine is None:
+            report_progress("loading")
         tok = self.tokenizer
         apar = None
         if self.apar:  # resolve the control tokens first: a non-APAR model fails clearly
@@ -366,13 +410,22 @@ class LocalModel:
                 saw_call |= isinstance(ev, ToolCallReady)
                 put(ev)
 
-        if apar is not None:  # tokens come in document order, control tokens dropped
-            gen = apar.generate(ids, max_new, sampling, stop_token_ids=stop_ids)
-        else:
-            gen = engine.generate(ids, max_new, sampling, stop_token_ids=stop_ids)
-        try:
+        report_progress("prompt", len(ids))
+        scheduler = self.scheduler
+        with ExitStack() as hold:
+            if apar is not None:  # tokens come in document order, control tokens dropped
+                # APAR drives its own tree of streams: it holds the engine while it decodes.
+                hold.enter_context(scheduler.exclusive())
+                gen = apar.generate(ids, max_new, sampling, stop_token_ids=stop_ids)
+            else:
+                gen = cancel.generation = scheduler.submit(ids, max_new, sampling, stop_token_ids=stop_ids)
+                if cancel.is_set():  # the caller left while it was being submitted
+                    gen.close()
+            hold.callback(gen.close)  # frees the stream's KV blocks (runs before the engine is let go)
             for token in gen:
                 n += 1
+                if n == 1:
+                    report_progress("generating")
                 if token in stop_ids:
                     finish = "stop"
                     break
@@ -383,8 +436,8 @@ class LocalModel:
                 if cancel.is_set():
                     finish = "cancelled"
                     break
-        finally:
-            gen.close()  # frees the stream's KV blocks
+            if cancel.is_set():  # closed from outside while waiting for a token
+                finish = "cancelled"
         if finish != "cancelled":
             emit(detok.flush())  # nothing, once a stop string was seen
             for ev in parser.finish():
@@ -393,7 +446,8 @@ class LocalModel:
         if saw_call:
             finish = "tool_calls"
         used = apar.stats.tokens if apar is not None else n  # APAR: every stream's tokens
-        put(ModelDone(finish_reason=finish, prompt_tokens=len(ids), completion_tokens=used))
+        cached = 0 if apar is not None else gen.cached_tokens
+        put(ModelDone(finish_reason=finish, prompt_tokens=len(ids), completion_tokens=used, cached_tokens=cached))
 
     async def complete(
         self, messages: list[Message], tools: list[ToolSpec] = (), settings: GenerationSettings | None = None
@@ -410,12 +464,11 @@ class LocalModel:
         return "".join(text), calls, done
 
     async def aclose(self) -> None:
-        """Drop the engine (frees the weights and KV cache)."""
-        await asyncio.get_running_loop().run_in_executor(None, self._gen_lock.acquire)
-        try:
-            self._engine = None
-        finally:
-            self._gen_lock.release()
+        """Cancel what runs and drop the engine (frees the weights and KV cache)."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await asyncio.get_running_loop().run_in_executor(None, scheduler.close)
+        self._engine = None
 
     def __repr__(self) -> str:
         state = "loaded" if self._engine is not None else "not loaded"

@@ -568,15 +568,26 @@ def done_from_openai(finish: str, usage: dict[str, Any] | None) -> ModelDone:
         finish_reason=finish if finish in ("stop", "length", "tool_calls", "error") else "stop",
         prompt_tokens=count("prompt_tokens"),
         completion_tokens=count("completion_tokens"),
+        cached_tokens=_cached_tokens(usage),
     )
+
+
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    details = usage.get("prompt_tokens_details")
+    try:
+        return int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 # ---------------------------------------------------------------- answers: writing (the server)
 
 
-def usage_to_openai(done: ModelDone | None) -> dict[str, int]:
+def usage_to_openai(done: ModelDone | None) -> dict[str, Any]:
     p, c = (done.prompt_tokens, done.completion_tokens) if done else (0, 0)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    cached = done.cached_tokens if done else 0  # prompt tokens served from the KV cache, as OpenAI reports
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 def finish_reason_to_openai(done: ModelDone | None, calls: Sequence[ToolCall], *, legacy: bool = False) -> str:

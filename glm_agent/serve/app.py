@@ -190,8 +190,13 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     api_key: str | None = None,
     allowed_hosts: Collection[str] | None = LOOPBACK_HOSTS,
+    aliases: Collection[str] = (),
 ) -> Starlette:
     """The ASGI app serving `model` under `model_name` (default: `model.name`).
+
+    Requests may also name the model by `model.name` or any of `aliases` (the `serve` command
+    passes the spec's other names: `glm-agent serve` answers "embedded" and "local:embedded");
+    `/v1/models` lists `model_name` alone.
 
     `max_pending` requests may wait or run at once; more get 503 (clients retry).
     `close_model=True` closes the model on shutdown (the `serve` command owns its model).
@@ -199,7 +204,7 @@ def create_app(
     names accepted (loopback by default; None accepts any, for a server exposed on purpose).
     """
     served = model_name or getattr(model, "name", "glm-agent")
-    known = {served, getattr(model, "name", served)}
+    known = {served, getattr(model, "name", served), *aliases}
     worker = EngineWorker(model)
     started = int(time.time())
 

@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from glm_agent.core.contracts import ChatModel
 from glm_agent.serve.access import LOOPBACK_HOSTS, is_loopback
@@ -42,14 +42,16 @@ def run_server(
     port: int = 8000,
     log_level: str = "info",
     api_key: str | None = None,
+    aliases: Collection[str] = (),
 ) -> None:
     """Serve until interrupted (the `glm-agent serve` command).
 
     Bound to loopback, only loopback Host names are answered (see `access`); `api_key`
-    requires `Authorization: Bearer KEY` on every request.
+    requires `Authorization: Bearer KEY` on every request. `aliases`: other model names
+    requests may use (see `create_app`).
     """
     allowed = LOOPBACK_HOSTS if is_loopback(host) else None
-    app = create_app(model, model_name, close_model=True, api_key=api_key, allowed_hosts=allowed)
+    app = create_app(model, model_name, close_model=True, api_key=api_key, allowed_hosts=allowed, aliases=aliases)
     server = _server(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
         server.run()

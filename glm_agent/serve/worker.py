@@ -1,8 +1,10 @@
-"""The engine worker: runs generations one at a time, in arrival order, off the HTTP loop.
+"""The engine worker: runs generations off the HTTP loop, batched when the model batches.
 
-The model runs on a private thread with its own event loop (the local engine decodes a single
-stream, and a long CPU generation must not stall the HTTP side, which keeps answering
-`/v1/models`, validation errors and queued clients). Events cross over through a queue.
+The model runs on a private thread with its own event loop (a long CPU generation must not stall
+the HTTP side, which keeps answering `/v1/models`, validation errors and queued clients). Events
+cross over through a queue. A model that batches concurrent streams itself (`batches = True`:
+`LocalModel`, whose scheduler decodes every request in one batch) gets every request at once;
+any other model runs one generation at a time, in arrival order.
 Leaving a stream early (a client that went away) cancels its generation, or its place in line,
 at once; `stop()` does that for every generation when the server shuts down.
 """
@@ -10,6 +12,7 @@ at once; `stop()` does that for every generation when the server shuts down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -54,8 +57,9 @@ class EngineWorker:
         return self._loop
 
     async def _job(self, messages, tools, settings, put) -> None:
-        if self._gate is None:
-            self._gate = asyncio.Lock()  # created on the engine loop, used only there
+        if self._gate is None:  # created on the engine loop, used only there
+            # A model that batches takes every request at once (no gate).
+            self._gate = contextlib.nullcontext() if getattr(self.model, "batches", False) else asyncio.Lock()
         try:
             async with self._gate:
                 events = self.model.stream(messages, tools, settings)

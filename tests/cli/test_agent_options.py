@@ -62,6 +62,8 @@ def test_every_field_is_an_option_parsed_into_agent_options(tmp_path):
         "search_index": ("pages", "pages"),
         "browser_allow": (["127.0.0.1:8080", "10.0.0.0/8"], ["127.0.0.1:8080", "10.0.0.0/8"]),
         "image_backend": ("cogview", "cogview"),
+        "mcp": (["python server.py", "http://127.0.0.1:9/mcp"], ["python server.py", "http://127.0.0.1:9/mcp"]),
+        "mcp_sandbox": (None, True),
     }
     fields = {f.name: f for f in dataclasses.fields(AgentOptions)}
     assert set(given) == set(fields), "a new AgentOptions field needs a line here"

@@ -61,13 +61,32 @@ def test_run_prints_the_answer(tmp_path):
     assert out.stdout.strip() == "It is **22°C** and sunny in Beijing."
 
 
-def test_run_json_prints_the_event_log(tmp_path):
-    out = glm_agent("run", "weather?", "--json", "--model", f"scripted:{script_file(tmp_path)}", "--tools", "demo_tools:get_weather", tmp_path=tmp_path)
-    events = json.loads(out.stdout)
-    kinds = [e["type"] for e in events]
-    assert kinds[0] == "step" and "tool_call" in kinds and kinds[-1] == "final"
-    result = next(e for e in events if e["type"] == "tool_result")
-    assert result["result"]["content"] == "Beijing: 22°C, sunny"
+def test_run_json_prints_json_lines_with_text_merged_per_step(tmp_path):
+    turns = [{"content": "Let me look it up.", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Beijing"}}]},
+             "It is **22°C** and sunny in Beijing."]
+    out = glm_agent("run", "weather?", "--json", "--model", f"scripted:{script_file(tmp_path, turns)}",
+                    "--tools", "demo_tools:get_weather", tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]  # one object per line
+    assert [r["type"] for r in records] == ["step", "tool_call", "tool_result", "step", "final"]
+    first, call, result, second, final = records
+    assert first["text"] == "Let me look it up." and second["text"] == "It is **22°C** and sunny in Beijing."
+    assert call["step"] == result["step"] == 1 and second["step"] == 2
+    assert call["call"]["arguments"] == {"city": "Beijing"} and result["result"]["content"] == "Beijing: 22°C, sunny"
+    for step in (first, second):
+        assert step["usage"]["completion_tokens"] > 0 and step["usage"]["prompt_tokens"] > 0 and step["seconds"] >= 0
+    assert final["text"] == second["text"] and final["status"] == "completed" and final["steps"] == 2
+    for key in ("prompt_tokens", "completion_tokens"):
+        assert final["usage"][key] == first["usage"][key] + second["usage"][key]
+    assert final["seconds"] >= first["seconds"] + second["seconds"] - 0.01
+
+
+def test_run_json_of_a_failed_run_ends_with_its_error_and_exit_1(tmp_path):
+    out = glm_agent("run", "hi", "--json", "--model", f"scripted:{script_file(tmp_path, [])}", "--tools", "",
+                    tmp_path=tmp_path)
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 1 and [r["type"] for r in records] == ["step", "error", "final"]
+    assert "ScriptedModel has no turn 1" in records[1]["message"] and records[-1]["status"] == "error"
 
 
 def test_run_exit_code_on_failure_and_bad_options(tmp_path):

@@ -151,3 +151,153 @@ def test_random_workload_keeps_the_books_and_never_writes_a_shared_block():
         assert refs == [m.refcount(b) for b in range(m.num_blocks)]
         assert m.num_free_blocks == refs.count(0)
         assert sorted(m.live_streams) == sorted(live)
+
+
+# ---- prefix caching -------------------------------------------------------------------------
+
+
+def _filled(m: BlockManager, ids: list[int]) -> int:
+    s = m.new_stream()
+    m.append(s, len(ids), list(ids))
+    return s
+
+
+def test_prefix_hit_shares_full_blocks_and_leaves_one_token_to_compute():
+    m = _manager()
+    ids = list(range(100, 110))  # 2 full blocks + 2 tokens
+    a = _filled(m, ids)
+    first = m.block_table(a)
+    b = m.new_stream()
+    assert m.attach_prefix(b, ids + [7, 8]) == 8  # the 2 full blocks, not the partial one
+    assert m.block_table(b) == first[:2] and m.length(b) == 8
+    assert [m.refcount(x) for x in first[:2]] == [2, 2]
+    c = m.new_stream()
+    assert m.attach_prefix(c, ids[:8]) == 4  # a whole-block prompt still computes its last id
+    for s in (a, b, c):
+        m.free(s)
+    assert m.num_used_blocks == 0 and m.num_cached_blocks == 2
+
+
+def test_prefix_miss_on_any_earlier_difference():
+    m = _manager()
+    ids = list(range(100, 112))
+    m.free(_filled(m, ids))
+    s = m.new_stream()
+    assert m.attach_prefix(s, [999] + ids[1:]) == 0  # first block differs: nothing matches
+    t = m.new_stream()
+    # Same second block tokens but a different first block: the chain makes it a miss.
+    assert m.attach_prefix(t, ids[:4] + [5, 5, 5, 5] + ids[8:] + [1]) == 4
+    u = m.new_stream()
+    assert m.attach_prefix(u, ids + [1]) == 12  # freed blocks were kept: a full hit
+
+
+def test_freed_cached_blocks_count_free_and_are_evicted_least_recently_used():
+    m = _manager(num_blocks=4)
+    old, new = [1, 2, 3, 4], [5, 6, 7, 8]
+    m.free(_filled(m, old))
+    m.free(_filled(m, new))
+    assert m.num_free_blocks == 4 and m.num_cached_blocks == 2
+    touch = m.new_stream()
+    assert m.attach_prefix(touch, old + [0]) == 4  # `old` is now the most recently used
+    m.free(touch)
+    s = m.new_stream()
+    m.append(s, 12)  # 3 blocks: 2 never-cached free ones first, then evicts `new` (LRU)
+    assert m.num_cached_blocks == 1
+    probe = m.new_stream()
+    assert m.attach_prefix(probe, new + [0]) == 0
+    assert m.attach_prefix(m.new_stream(), old + [0]) == 4
+
+
+def test_blocks_held_by_a_live_stream_are_never_evicted_and_a_full_pool_recomputes():
+    m = _manager(num_blocks=3)
+    ids = list(range(1, 9))
+    a = _filled(m, ids)
+    assert m.block_table(a) == [0, 1]  # in use by a live stream
+    m.free(_filled(m, [50, 51, 52, 53]))  # block 2 cached, then evicted below
+    s = m.new_stream()
+    m.append(s, 4)
+    assert m.num_cached_blocks == 0 and m.num_free_blocks == 0
+    with pytest.raises(CacheExhaustedError):
+        m.append(s, 1)  # nothing evictable: a stream's blocks are not taken from it
+    b = m.new_stream()
+    assert m.attach_prefix(b, ids + [9]) == 8  # sharing needs no free block
+    m.free(s)
+    late = m.new_stream()
+    assert m.attach_prefix(late, [50, 51, 52, 53, 0]) == 0  # evicted: recompute, no error
+    m.append(late, 4, [50, 51, 52, 53])  # the one free block
+
+
+def test_prefix_cache_off_and_token_less_appends_index_nothing():
+    off = BlockManager(8, 4, prefix_cache=False)
+    off.free(_filled(off, [1, 2, 3, 4, 5]))
+    assert off.attach_prefix(off.new_stream(), [1, 2, 3, 4, 5]) == 0 and off.num_cached_blocks == 0
+    m = _manager()
+    s = m.new_stream()
+    m.append(s, 4)  # ids unknown: the stream is never indexed
+    m.append(s, 4, [1, 2, 3, 4])
+    m.free(s)
+    assert m.num_cached_blocks == 0
+    with pytest.raises(ValueError, match="token ids"):
+        m.append(m.new_stream(), 2, [1])
+
+
+def test_clearing_the_prefix_cache_frees_its_blocks_for_plain_use():
+    m = _manager(num_blocks=4)
+    m.free(_filled(m, list(range(16))))
+    assert m.num_cached_blocks == 4
+    m.clear_prefix_cache()
+    assert m.num_cached_blocks == 0 and m.num_free_blocks == 4
+    assert m.attach_prefix(m.new_stream(), list(range(17))) == 0
+    s = m.new_stream()
+    assert m.append(s, 16)[0] == list(range(16))  # lowest blocks first again
+
+
+def test_forgotten_stream_blocks_are_not_reused():
+    m = _manager()
+    s = _filled(m, [1, 2, 3, 4, 5])
+    m.forget(s)
+    m.free(s)
+    assert m.attach_prefix(m.new_stream(), [1, 2, 3, 4, 5]) == 0
+
+
+def test_random_workload_with_prefix_sharing_keeps_the_books():
+    rnd = random.Random(7)
+    m = _manager(num_blocks=24, block_size=4)
+    live: dict[int, list[int]] = {}
+    bases = [[rnd.randrange(50) for _ in range(12)] for _ in range(3)]
+    for _ in range(400):
+        op = rnd.random()
+        if op < 0.4 and len(live) < 6:
+            ids = rnd.choice(bases)[: rnd.randrange(1, 13)] + [rnd.randrange(50) for _ in range(rnd.randrange(3))]
+            s = m.new_stream()
+            got = m.attach_prefix(s, ids)
+            assert got % 4 == 0 and got < len(ids)
+            try:
+                m.append(s, len(ids) - got, ids[got:])
+            except CacheExhaustedError:
+                m.free(s)
+                continue
+            live[s] = ids
+        elif op < 0.7 and live:
+            s = rnd.choice(list(live))
+            try:
+                tok = rnd.randrange(50)
+                m.append(s, 1, [tok])
+                live[s].append(tok)
+            except CacheExhaustedError:
+                pass
+        elif live:
+            s = rnd.choice(list(live))
+            del live[s]
+            m.free(s)
+        refs = [0] * m.num_blocks
+        for s in live:
+            assert m.length(s) == len(live[s])
+            for b in m.block_table(s):
+                refs[b] += 1
+        assert refs == [m.refcount(b) for b in range(m.num_blocks)]
+        assert m.num_free_blocks == sum(r == 0 for r in refs)
+        assert m.num_cached_blocks <= m.num_free_blocks
+    for s in list(live):
+        m.free(s)
+    assert m.num_used_blocks == 0

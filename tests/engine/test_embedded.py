@@ -114,3 +114,15 @@ def test_real_parts_join_to_the_official_file(tmp_path, monkeypatch):
 def test_smollm2_path():
     p = smollm2_path()
     assert p.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and p.stat().st_size == 98_362_432
+
+
+def test_join_reports_bytes_to_a_callback_instead_of_drawing_a_bar(tmp_path, parts, capfd):
+    paths, whole, sha = parts
+    seen: list[tuple[int, int]] = []
+    dest = tmp_path / "cache" / "model.gguf"
+    assert assemble_parts(paths, dest, sha, len(whole), progress=lambda d, t: seen.append((d, t))) == dest
+    assert seen[0] == (0, len(whole)) and seen[-1] == (len(whole), len(whole))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    out = capfd.readouterr()
+    assert "joining" not in out.out + out.err  # the caller's display shows it, not a bar of ours
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["model.gguf", "model.gguf.verified"]  # marker written via rename

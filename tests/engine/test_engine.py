@@ -163,3 +163,36 @@ def test_step_past_context_is_a_clear_error(engine):
     engine.free(s)
     with pytest.raises(ContextOverflowError, match="65 tokens exceed"):
         engine.forward_logits([3] * 65)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefix_cache_hit_logits_equal_uncached(arch, tmp_path):
+    pytest.importorskip("transformers")
+    model = make_hf_model(arch)
+    folder = save_hf(model, tmp_path / "hf")
+    cached = Engine.from_weights(*load_safetensors_checkpoint(folder), block_size=8)
+    plain = Engine.from_weights(*load_safetensors_checkpoint(folder), block_size=8, prefix_cache=False)
+    system = [(7 * i + 3) % 256 for i in range(37)]  # 4 full blocks of 8 + 5
+    turns = [system + [11, 12, 13], system + [11, 12, 13, 90, 91, 92, 93, 94, 95, 96]]
+    first = cached.new_stream()
+    cached.prefill(first, turns[0])
+    cached.free(first)  # its blocks stay in the cache
+    for ids in turns:
+        hit = cached.new_stream()
+        reused = cached.cache.attach_prefix(hit, ids)
+        assert reused == 32 if ids is turns[0] else reused == 40
+        got = cached.prefill(hit, ids[reused:])
+        miss = plain.new_stream()
+        ref = plain.prefill(miss, ids)
+        assert plain.cache.attach_prefix(plain.new_stream(), ids) == 0  # the control really misses
+        assert (got - ref).abs().max().item() < 1e-4
+        with torch.no_grad():
+            hf = model(torch.tensor([ids])).logits[0, -1]
+        assert (got - hf).abs().max().item() < 1e-4
+        cached.free(hit)
+    # Greedy generation over a hit (the scheduler reuses cached blocks) is the uncached generation.
+    from glm_agent.engine.scheduler import Scheduler
+
+    hit = Scheduler(cached).submit(turns[1], 8)
+    assert list(hit) == list(plain.generate(turns[1], 8)) and hit.cached_tokens == 40
+    assert cached.cache.num_used_blocks == 0 and cached.cache.num_cached_blocks > 0

@@ -17,14 +17,19 @@ import torch
 from _random_engine import random_weights, tiny_config
 from torch import nn
 
+from glm_agent.engine import quant as qmod
 from glm_agent.engine.engine import Engine
 from glm_agent.engine.quant import (
     MAX_KERNEL_ROWS,
+    MAX_KERNEL_ROWS_DENSE_KEPT,
     QuantError,
     QuantLinear,
     choose_kernel,
+    dense_dtype,
+    dense_weight_bytes,
     dequantize_int4,
     dequantize_int8,
+    keep_dense_weights,
     kernel_names,
     normalize_quant,
     pack_int4,
@@ -166,7 +171,7 @@ def test_every_cpu_kernel_agrees_with_reference(bits, group_size, shape):
 def test_kernel_choice_by_rows_and_shape():
     m4 = QuantLinear.from_linear(_linear(32, 64), 4, 32)
     assert choose_kernel(m4, CPU, 1) == "cpu_int4"
-    assert choose_kernel(m4, CPU, MAX_KERNEL_ROWS[("cpu", 4)] + 1) == "dequant"
+    assert choose_kernel(m4, CPU, MAX_KERNEL_ROWS[(qmod._backend(CPU), 4)] + 1) == "dequant"
     assert choose_kernel(m4, torch.device("meta"), 1) == "dequant"
     m8 = QuantLinear.from_linear(_linear(32, 64), 8)
     assert choose_kernel(m8, CPU, 1) == "cpu_int8"
@@ -180,8 +185,9 @@ def test_quantlinear_dtypes_shapes_and_bad_input():
         x = torch.randn(2, 3, 128, dtype=dtype)
         y = m(x)
         assert y.shape == (2, 3, 64) and y.dtype == dtype
-    big = torch.randn(MAX_KERNEL_ROWS[("cpu", 4)] + 1, 128)  # beyond the kernel row limit: dequant path
-    assert choose_kernel(m, CPU, big.shape[0]) == "dequant"
+    big = torch.randn(300, 128)
+    assert choose_kernel(m, CPU, big.shape[0]) == ("dequant" if MAX_KERNEL_ROWS[(qmod._backend(CPU), 4)] < 300
+                                                   else "cpu_int4")
     assert _rel(m(big), nn.functional.linear(big, m.dequantize(), m.bias.float())) < 1e-2
     with pytest.raises(QuantError, match="expects 128 input features"):
         m(torch.randn(2, 100))
@@ -196,6 +202,127 @@ def test_packed_forms_rebuilt_after_state_change():
     a.load_state_dict(b.state_dict())
     assert not a._packed  # stale packed weights must not survive a load
     assert _rel(a(x), b(x)) < 1e-6
+
+
+# ---------------------------------------------------------------------------- the prefill (dense) path
+
+# The dense path computes in fp32 on CPUs without native bf16 (then it must match the fp32
+# reference to rounding), in bf16 where the CPU has it (bf16 activations and weights: ~1e-2).
+DENSE_TOL = 1e-5 if dense_dtype(CPU) == torch.float32 else 1e-2
+
+
+def test_dense_dtype_follows_the_cpu():
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert dense_dtype(CPU) == (torch.bfloat16 if native else torch.float32)
+    assert qmod._backend(CPU) == ("cpu_bf16" if native else "cpu")
+    assert dense_dtype("meta", torch.float16) == torch.float16
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 32), (4, 64), (4, 128), (4, 256)])
+@pytest.mark.parametrize("shape", [(96, 256), (100, 200), (33, 72), (130, 520)])  # odd N, K off the group grid
+def test_dense_path_matches_packed_kernel_and_reference(bits, group_size, shape):
+    n, k = shape
+    if bits == 8 and k % 16:
+        pytest.skip("the CPU int8 kernel needs K % 16 == 0")
+    m = QuantLinear.from_linear(_linear(n, k, seed=n + k), bits, group_size)
+    for rows in (1, 7, 64):
+        x = torch.randn(rows, k)
+        with torch.no_grad():
+            m.kernel = "reference"
+            ref = m(x)
+            m.kernel = f"cpu_int{bits}"
+            packed = m(x)
+            m.kernel = "dequant"
+            dense = m(x)
+        assert dense.shape == (rows, n) and dense.dtype == x.dtype
+        assert _rel(dense, ref) < DENSE_TOL, (rows, _rel(dense, ref))
+        assert _rel(dense, packed) < 1e-2, rows  # bf16 activations in the packed kernel
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, None), (4, 64)])
+def test_dense_path_tiles_cover_every_row(monkeypatch, bits, group_size):
+    n, k = 203, 192  # 203 rows: the last tile is partial
+    m = QuantLinear.from_linear(_linear(n, k, seed=5), bits, group_size)
+    m.kernel = "dequant"
+    x = torch.randn(40, k)
+    with torch.no_grad():
+        whole = m(x)
+        tiles = []
+        real = qmod._dense_rows
+        monkeypatch.setattr(qmod, "_dense_rows", lambda mod, r0, r1, dt: tiles.append((r0, r1)) or real(mod, r0, r1, dt))
+        monkeypatch.setattr(qmod, "DENSE_TILE_BYTES", 48 * m.padded_in_features * dense_dtype(CPU).itemsize)
+        tiled = m(x)
+    assert tiles == [(0, 48), (48, 96), (96, 144), (144, 192), (192, 203)]
+    assert _rel(tiled, whole) < 1e-6
+    m.kernel = "reference"
+    assert _rel(tiled, m(x)) < DENSE_TOL
+
+
+def _record_kernels(monkeypatch) -> list[str]:
+    ran: list[str] = []
+    for name, fn in list(qmod._KERNELS.items()):
+        monkeypatch.setitem(qmod._KERNELS, name, lambda m, x, _n=name, _f=fn: ran.append(_n) or _f(m, x))
+    return ran
+
+
+@pytest.mark.parametrize("bits,group_size", [(4, 32), (8, None)])
+def test_row_threshold_switches_paths_on_both_sides(monkeypatch, bits, group_size):
+    """At the limit: the packed kernel (decode); one row more: the dense path (prefill)."""
+    backend = qmod._backend(CPU)
+    monkeypatch.setitem(MAX_KERNEL_ROWS, (backend, bits), 8)
+    monkeypatch.setitem(MAX_KERNEL_ROWS_DENSE_KEPT, (backend, bits), 3)
+    ran = _record_kernels(monkeypatch)
+    m = QuantLinear.from_linear(_linear(48, 64, seed=2), bits, group_size)
+    with torch.no_grad():
+        for rows in (1, 8, 9, 30):
+            m(torch.randn(rows, 64))
+        assert ran == [f"cpu_int{bits}"] * 2 + ["dequant"] * 2
+        ran.clear()
+        assert keep_dense_weights(m) == 1  # a kept dense weight moves the crossover down
+        for rows in (3, 4):
+            m(torch.randn(2, rows // 2 + 1, 64) if rows == 4 else torch.randn(rows, 64))  # 3-D input counts rows
+        assert ran == [f"cpu_int{bits}", "dequant"]
+
+
+def test_kept_dense_weights_same_outputs_and_memory():
+    toy = quantize_linears(_Toy(), {"bits": 4, "group_size": 32, "lm_head": True})
+    x = torch.randn(50, 64)
+    for mod in toy.modules():
+        if isinstance(mod, QuantLinear):
+            mod.kernel = "dequant"
+    with torch.no_grad():
+        jit = toy.lm_head(toy.block(x))
+        assert dense_weight_bytes(toy) == 0
+        assert keep_dense_weights(toy) == 3
+        assert dense_weight_bytes(toy) == 0  # built at the first large call, not before
+        kept = toy.lm_head(toy.block(x))
+        itemsize = dense_dtype(CPU).itemsize
+        assert dense_weight_bytes(toy) == (128 * 64 + 64 * 128 + 32 * 64) * itemsize
+        assert torch.equal(kept, toy.lm_head(toy.block(x)))  # the second call reuses the copy
+        assert _rel(kept, jit) < 1e-6
+        src = QuantLinear.from_linear(_linear(32, 64, bias=False, seed=9), 4, 32)
+        toy.lm_head.load_state_dict(src.state_dict())  # new weights: the kept copy must go
+        src.kernel = "dequant"
+        assert _rel(toy.lm_head(x), src(x)) < 1e-6
+        assert keep_dense_weights(toy, enabled=False) == 3 and dense_weight_bytes(toy) == 0
+        assert not any(mod.keep_dense for mod in toy.modules() if isinstance(mod, QuantLinear))
+
+
+def test_tiny_model_prefill_dense_equals_kernel_path(monkeypatch):
+    """A whole quantized model: every layer on the packed kernels vs every layer on the dense path."""
+    eng = _engine({"bits": 4, "group_size": 32, "lm_head": True})
+    backend = qmod._backend(CPU)
+    seq = list(range(3, 60))
+    monkeypatch.setitem(MAX_KERNEL_ROWS, (backend, 4), 1 << 30)
+    ran = _record_kernels(monkeypatch)
+    packed = eng.forward_logits(seq)
+    assert set(ran) == {"cpu_int4"}
+    ran.clear()
+    monkeypatch.setitem(MAX_KERNEL_ROWS, (backend, 4), 0)
+    dense = eng.forward_logits(seq)
+    assert set(ran) == {"dequant"}
+    assert _rel(dense, packed) < 1e-2
+    assert (dense.argmax(-1) == packed.argmax(-1)).float().mean().item() > 0.9
 
 
 # ---------------------------------------------------------------------------- whole modules

@@ -426,3 +426,81 @@ def test_json_arguments_error_is_a_glm_agent_error():
     with pytest.raises(GlmAgentError, match="not valid JSON"):
         loads_tolerant("{oops")
     assert issubclass(JSONArgumentsError, ValueError)
+
+
+# A code fence is released as soon as it cannot be a call: the answer streams as it is written.
+FENCE_STREAMS = [
+    ("a language tag", "Here:\n```python\nprint(1)\nx = 2\n", "Here:\n```python\nprint(1)\nx = 2"),
+    ("a tag cut mid-word", "```py", "```py"),
+    ("no tag, code inside", "```\nimport os\n", "```\nimport os"),
+    ("json tag, prose inside", "```json\nnot a call\n", "```json\nnot a call"),
+    ("braces in a code block", "```js\nfunction f() {\n  return {a: 1};\n", "```js\nfunction f() {\n  return {a: 1};"),
+    ("a block after a block", "```sh\nls\n```\ntext\n```bash\npwd\n", "```sh\nls\n```\ntext\n```bash\npwd"),
+]
+
+
+@pytest.mark.parametrize("label,text,want_shown", FENCE_STREAMS, ids=[c[0] for c in FENCE_STREAMS])
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_hermes_code_fence_streams_before_it_closes(label, text, want_shown, chunk):
+    parser = get_dialect("hermes").parser(TOOLS)
+    events = []
+    for i in range(0, len(text), chunk):
+        events += parser.feed(text[i : i + chunk])
+    shown = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert shown.rstrip("\n ") == want_shown  # only trailing layout may wait for the next piece
+    assert not any(isinstance(e, ToolCallReady) for e in events)
+
+
+FENCE_CASES = [
+    ("a call tag inside shown code stays code", "```python\nprint('<tool_call>{\"name\": \"python\"}')\n```\nok",
+     "```python\nprint('<tool_call>{\"name\": \"python\"}')\n```\nok", []),
+    ("a call after a shown code block", "```python\nx = 1\n```\n<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}</tool_call>",
+     "```python\nx = 1\n```\n", [("get_weather", {"city": "A"})]),
+    ("a fenced call after a shown code block", "```sh\nls\n```\n```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"B\"}}\n```",
+     "```sh\nls\n```\n", [("get_weather", {"city": "B"})]),
+    ("a fenced call without a tag", "```\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"C\"}}\n```", "", [("get_weather", {"city": "C"})]),
+    ("a json fence that is data stays text", "```json\n{\"a\": 1}\n```\nthat is JSON", "```json\n{\"a\": 1}\n```\nthat is JSON", []),
+    ("an unclosed code fence at the end", "```python\nprint(1)", "```python\nprint(1)", []),
+]
+
+
+@pytest.mark.parametrize("label,text,want_text,want_calls", FENCE_CASES, ids=[c[0] for c in FENCE_CASES])
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_hermes_fences_calls_and_code(label, text, want_text, want_calls, chunk):
+    got_text, calls, _ = stream_parse("hermes", text, chunk=chunk)
+    assert got_text == want_text
+    assert [(c.name, c.arguments) for c in calls] == want_calls
+
+
+def test_hermes_json_fence_is_held_until_it_resolves():
+    parser = get_dialect("hermes").parser(TOOLS)
+    shown = "".join(e.text for e in parser.feed('Calling:\n```json\n{"name": "get_weather", "arguments": {"ci'))
+    assert shown == "Calling:\n"
+    events = parser.feed('ty": "D"}}\n```') + parser.finish()
+    assert [e.call.arguments for e in events if isinstance(e, ToolCallReady)] == [{"city": "D"}]
+
+
+def _nudges():
+    from glm_agent.engine.loading import TOOL_ERROR_NUDGE, TOOL_RESULT_NUDGE
+
+    return [TOOL_RESULT_NUDGE, TOOL_ERROR_NUDGE]
+
+
+@pytest.mark.parametrize("nudge", _nudges(), ids=["result", "error"])
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_hermes_echoed_tool_response_and_nudge_never_reach_the_user(nudge, chunk):
+    echoes = [  # how Qwen-Coder repeats its prompt: the whole block, the nudge alone, the tags alone
+        f"<tool_response>\n42\n\n{nudge}\n</tool_response>\nThe answer is 42.",
+        f"The answer is 42.\n\n{nudge}",
+        "<tool_response>\nThe answer is 42.\n</tool_response>",
+    ]
+    for text in echoes:
+        shown, calls, _ = stream_parse("hermes", text, chunk=chunk)
+        assert "The answer is 42." in shown and not calls
+        for prompt_text in ("<tool_response>", "</tool_response>", nudge, nudge[:20]):
+            assert prompt_text not in shown
+
+
+def test_hermes_prompt_echo_inside_shown_code_stays_code():
+    text = "```xml\n<tool_response>\n1\n</tool_response>\n```"
+    assert stream_parse("hermes", text)[0] == text

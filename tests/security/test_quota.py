@@ -459,7 +459,7 @@ def test_cli_workspace_quota_option(tmp_path, quota_mb, stopped):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    results = [e["result"]["content"] for e in json.loads(out.stdout) if e.get("type") == "tool_result"]
+    results = [e["result"]["content"] for e in map(json.loads, out.stdout.splitlines()) if e.get("type") == "tool_result"]
     assert len(results) == 1
     assert (HEADLINE in results[0]) == stopped, results[0]
     assert ("3M data.bin" in results[0]) != stopped

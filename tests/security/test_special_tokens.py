@@ -325,15 +325,16 @@ def control_ids(tok: Tokenizer, ids: list[int]) -> list[int]:
 
 
 def spy_prompts(monkeypatch, model) -> list[list[int]]:
-    """Record the ids the real engine is given (it still generates)."""
-    engine, seen = model.engine, []
-    original = engine.generate
+    """Record the ids the real engine is given (it still generates): every generation goes
+    through the model's scheduler."""
+    scheduler, seen = model.scheduler, []
+    original = scheduler.submit
 
-    def generate(ids, *args, **kwargs):
+    def submit(ids, *args, **kwargs):
         seen.append(list(ids))
         return original(ids, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate", generate)
+    monkeypatch.setattr(scheduler, "submit", submit)
     return seen
 
 

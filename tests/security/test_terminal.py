@@ -186,7 +186,7 @@ def test_run_prints_hostile_answers_as_visible_text(tmp_path):
     out = subprocess.run([*base, "--json"], capture_output=True, env=env_for(tmp_path, color=False), timeout=120)
     stdout = out.stdout.decode("utf-8", "surrogateescape")
     assert not set(stdout) & set(UNSAFE_CHARS), found_raw(stdout)
-    events = json.loads(stdout)  # still exact JSON: the escapes are JSON's own \\u form
+    events = [json.loads(line) for line in stdout.splitlines()]  # exact JSON Lines: escapes in JSON's own \\u form
     final = events[-1]
     assert final["type"] == "final" and HOSTILE in final["text"]
     result = next(e for e in events if e["type"] == "tool_result" and e["call"]["name"] == "fetch_page")

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from glm_agent.core.contracts import ToolSpec
 from glm_agent.core.events import TextDelta, ToolCallReady
 from glm_agent.core.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
+from glm_agent.engine.loading import TOOL_ERROR_NUDGE, TOOL_RESULT_NUDGE
 from glm_agent.engine.prompt import Prompt, mark
 from glm_agent.models.dialects._json import JSONArgumentsError, find_json_objects, loads_tolerant
 from glm_agent.models.dialects.base import Dialect, ParsedEvent, StreamParser, held_suffix, sole_string_argument
@@ -36,7 +37,13 @@ OPEN, CLOSE = "<tool_call>", "</tool_call>"
 # Qwen2.5-Coder often echoes the system prompt's `<tools></tools>` block before its call.
 ECHO_OPEN, ECHO_CLOSE = "<tools>", "</tools>"
 FENCE = "```"
+# Prompt text the model sometimes repeats in its answer (the tool-result turn's markup and the
+# nudges appended to results): dropped from what the user sees, the rest of the answer is kept.
+PROMPT_ECHOES = ("<tool_response>", "</tool_response>", TOOL_RESULT_NUDGE, TOOL_ERROR_NUDGE)
 _LINE_BRACE = re.compile(r"(?:^|\n)[ \t]*\{")  # a `{` that starts a line
+# A fenced call is tagged `json` (or not at all); any other tag is code, shown as it streams.
+CALL_FENCE_TAGS = ("", "json", "json5", "tool_call")
+_FENCE_TAG = re.compile(r"[\w+.#-]*")
 
 
 def _tojson(value: Any) -> str:
@@ -126,6 +133,9 @@ class HermesStreamParser(StreamParser):
     Candidates: a `<tool_call>…</tool_call>` block, a ``` fenced block, an echoed `<tools>`
     block, or a `{` that starts a line. A candidate that turns out to be no call is released
     as ordinary text; a `<tool_call>` block is always a call (one that may carry an error).
+    A fence is released as soon as it cannot be a call (a tag other than json, or no `{`/`[`
+    first inside), and the code inside it then streams with no candidates until it closes.
+    Prompt text the model repeats (`<tool_response>` tags, the tool-result nudges) is dropped.
 
     The GLM dialects reuse it for their answer text with `fences=False, echo=False` (fenced
     code is common in answers and GLM never fences a call) and `bare_needs_arguments=True`
@@ -143,7 +153,7 @@ class HermesStreamParser(StreamParser):
     ):
         super().__init__(tools, stop_strings)
         self.fences, self.bare_needs_arguments = fences, bare_needs_arguments
-        self.markers = (OPEN,) + ((FENCE,) if fences else ()) + ((ECHO_OPEN,) if echo else ())
+        self.markers = (OPEN,) + ((FENCE,) if fences else ()) + ((ECHO_OPEN, *PROMPT_ECHOES) if echo else ())
         # Without fence candidates, a fence's inside is answer text (JSON shown to the user):
         # count the fences shown so far (`shown_tail`: a fence may span two pieces).
         self.fences_shown = 0
@@ -160,7 +170,9 @@ class HermesStreamParser(StreamParser):
         starts = [m.start() for marker in self.markers for m in re.finditer(re.escape(marker), self.buf)]
         starts += [m.end() - 1 for m in _LINE_BRACE.finditer(self.buf) if m.group()[0] == "\n" or self.at_line_start]
         for start in sorted(starts):
-            if self.fences or (self.fences_shown + (self.shown_tail + self.buf[:start]).count(FENCE)) % 2 == 0:
+            # Inside a fence already shown as text (code, or any fence when `fences` is off)
+            # nothing is a candidate until its closing fence has been shown too.
+            if (self.fences_shown + (self.shown_tail + self.buf[:start]).count(FENCE)) % 2 == 0:
                 return start
         return -1
 
@@ -188,6 +200,11 @@ class HermesStreamParser(StreamParser):
                 return events
             self._text(events, self.buf[:start])
             self.buf = self.buf[start:]
+            echo = next((e for e in PROMPT_ECHOES if self.buf.startswith(e) and e in self.markers), None)
+            if echo is not None:  # prompt text repeated by the model: never shown
+                self.buf = self.buf[len(echo) :]
+                self.after_call = True  # and the newline that laid it out goes with it
+                continue
             end, calls = self._resolve(final)
             if end is None:  # the candidate is not complete yet
                 return events
@@ -214,6 +231,11 @@ class HermesStreamParser(StreamParser):
                 end = close + len(closing) if close >= 0 else len(buf)
                 return end, self._calls_in(body, tagged=opening == OPEN)
         if buf.startswith(FENCE) and self.fences:
+            decided = self._fence_is_code(final)
+            if decided is None:
+                return None, []
+            if decided:  # release the opening fence and its tag now; the code streams after it
+                return len(FENCE) + len(_FENCE_TAG.match(buf, len(FENCE)).group()), []
             close = buf.find(FENCE, len(FENCE))
             if close < 0 and not final:
                 return None, []
@@ -236,6 +258,24 @@ class HermesStreamParser(StreamParser):
         if not final and buf.count("{") > buf.count("}"):
             return None, []  # still open
         return 1, []
+
+    def _fence_is_code(self, final: bool) -> bool | None:
+        """At a ``` candidate: True when it cannot hold a call (a tag other than json, or
+        something other than `{`/`[` first inside), False when it may, None: too early to say.
+        Deciding early lets a code answer stream instead of arriving whole at its closing fence."""
+        buf = self.buf
+        tag = _FENCE_TAG.match(buf, len(FENCE)).group()
+        rest = buf[len(FENCE) + len(tag) :]
+        if not any(t.startswith(tag.lower()) for t in CALL_FENCE_TAGS):
+            return True  # no call tag starts like this, whatever follows
+        if not rest:
+            return None if not final else False
+        if tag.lower() not in CALL_FENCE_TAGS:
+            return True  # the tag is complete (something follows it) and it is not json
+        body = rest.lstrip()
+        if not body:
+            return None if not final else False
+        return body[0] not in "{["
 
     def _calls_in(self, body: str, tagged: bool) -> list[ToolCall]:
         calls = []

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from glm_agent.core.errors import GlmAgentError
 
 __all__ = [
+    "NOT_SET_UP",
     "ImageGenerationError",
     "ImageRequest",
     "GeneratedImage",
@@ -21,6 +22,11 @@ __all__ = [
     "SizeRule",
     "parse_size",
 ]
+
+
+# Ends the messages of a backend that cannot work at all: written for the model, which would
+# otherwise promise the user a picture.
+NOT_SET_UP = "Tell the user image generation is not set up."
 
 
 class ImageGenerationError(GlmAgentError, RuntimeError):
@@ -57,6 +63,9 @@ class ImageBackend(Protocol):
     async def generate(self, request: ImageRequest) -> GeneratedImage: ...
 
     async def aclose(self) -> None: ...
+
+    # Optional: `problem() -> str | None` says, without the network, why the backend cannot
+    # work at all (no model, no key); the tool then tells the model it is unavailable.
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import io
 import os
 from typing import Any
 
-from glm_agent.tools.image.backend import GeneratedImage, ImageGenerationError, ImageRequest, SizeRule
+from glm_agent.tools.image.backend import NOT_SET_UP, GeneratedImage, ImageGenerationError, ImageRequest, SizeRule
 
 __all__ = ["CogViewBackend", "API_KEY_ENVS", "DEFAULT_BASE_URL", "DEFAULT_MODEL"]
 
@@ -72,10 +72,17 @@ class CogViewBackend:
         if not key.strip():
             raise ImageGenerationError(
                 "the cogview backend needs a Zhipu API key: set ZHIPUAI_API_KEY (from "
-                "https://open.bigmodel.cn) or use the local diffusers backend with --image-model. "
-                "Tell the user image generation is not set up."
+                f"https://open.bigmodel.cn) or use the local diffusers backend with --image-model. {NOT_SET_UP}"
             )
         return key.strip()
+
+    def problem(self) -> str | None:
+        """Why this backend cannot work at all (no API key), or None."""
+        try:
+            self._key()
+        except ImageGenerationError as exc:
+            return str(exc).removesuffix(NOT_SET_UP).strip()
+        return None
 
     def _http(self) -> Any:
         import httpx

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import logging
 import os
 import re
 import secrets
@@ -19,10 +20,11 @@ import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
-from glm_agent.tools.image.backend import GeneratedImage, ImageGenerationError, ImageRequest, SizeRule
+from glm_agent.tools.image.backend import NOT_SET_UP, GeneratedImage, ImageGenerationError, ImageRequest, SizeRule
 
-__all__ = ["DiffusersBackend", "MODEL_ENV", "resolve_device", "quiet_loading"]
+__all__ = ["DiffusersBackend", "MODEL_ENV", "resolve_device", "quiet_loading", "HubLog"]
 
 MODEL_ENV = "GLM_AGENT_IMAGE_MODEL"
 
@@ -91,6 +93,48 @@ def quiet_loading() -> Iterator[None]:
                 module.enable_progress_bar()
 
 
+class HubLog(logging.Handler):
+    """Keeps huggingface_hub's warnings instead of printing them: offline, it logs two lines
+    per attempt ("... thrown while requesting HEAD URL", "Retrying in 2s [Retry 2/5]"), which
+    would spill into the chat. `summary()` says the same in one line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[HubLog]:
+        """Within the block, huggingface_hub's records come here, and only here."""
+        import huggingface_hub.utils.logging  # noqa: F401 - adds its stderr handler now, so it can be set aside
+
+        logger = logging.getLogger("huggingface_hub")
+        handlers, propagate = logger.handlers[:], logger.propagate
+        logger.handlers[:] = [self]
+        logger.propagate = False
+        try:
+            yield self
+        finally:
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+
+    def summary(self) -> str | None:
+        """E.g. "127.0.0.1:9 could not be reached ([Errno 111] Connection refused; 6 attempts)",
+        or None when no request failed."""
+        failures = []
+        for record in self.records:
+            reason, found, request = record.getMessage().partition(" thrown while requesting ")
+            if found:
+                failures.append((reason.strip().strip("'\""), request.split()[-1] if request.split() else ""))
+        if not failures:
+            return None
+        reason, url = failures[-1]
+        where = urlsplit(url).netloc or "the Hugging Face hub"
+        return f"{where} could not be reached ({reason}; {len(failures)} attempt{'s' * (len(failures) > 1)})"
+
+
 class DiffusersBackend:
     """Text-to-image with a local diffusers pipeline.
 
@@ -139,7 +183,7 @@ class DiffusersBackend:
             raise ImageGenerationError(
                 "no text-to-image model is configured. Start with `--image-model <folder or hub id>` "
                 f"(e.g. stabilityai/sdxl-turbo) or set {MODEL_ENV}; or use the cogview backend with "
-                "ZHIPUAI_API_KEY set. Tell the user image generation is not set up."
+                f"ZHIPUAI_API_KEY set. {NOT_SET_UP}"
             )
         path = Path(self.model).expanduser()
         if path.is_dir():
@@ -159,6 +203,15 @@ class DiffusersBackend:
                 f"--image-model / {MODEL_ENV}, or give a hub id like stabilityai/sdxl-turbo."
             )
         return self.model, False
+
+    def problem(self) -> str | None:
+        """Why this backend cannot work at all (no model, a folder that is not a pipeline), or
+        None; a hub id is not looked up (that needs the network)."""
+        try:
+            self._source()
+        except ImageGenerationError as exc:
+            return str(exc).removesuffix(NOT_SET_UP).strip()
+        return None
 
     def _torch_dtype(self, device: str) -> Any:
         import torch
@@ -192,8 +245,9 @@ class DiffusersBackend:
             kwargs["local_files_only"] = True  # a folder never needs the network
         if self.variant:
             kwargs["variant"] = self.variant
+        hub = HubLog()
         try:
-            with quiet_loading():
+            with quiet_loading(), hub.capture():
                 try:
                     pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
                 except ValueError as exc:
@@ -212,14 +266,17 @@ class DiffusersBackend:
                     "incomplete; save or download the pipeline again."
                 ) from None
             offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
+            # Offline, the hub's own error only says a file is missing: the retries say why.
+            first = hub.summary() or first
             raise ImageGenerationError(
                 f"could not load image model {source!r} from the Hugging Face hub{offline}: {first}. If this "
                 f"machine is offline, download it where the hub is reachable (`hf download {source}`) "
                 "and pass the local folder with --image-model."
             ) from None
         except Exception as exc:  # corrupt weights, wrong class, missing components ...
+            network = f" ({hub.summary()})" if hub.summary() else ""
             raise ImageGenerationError(
-                f"could not load image model {source!r}: {type(exc).__name__}: {exc}"
+                f"could not load image model {source!r}: {type(exc).__name__}: {exc}{network}"
             ) from None
         pipe = pipe.to(device)
         pipe.set_progress_bar_config(disable=True)

@@ -42,10 +42,18 @@ _DESCRIPTION = (
     "50-100 words, describing subject, style, composition and lighting. The user sees the "
     "image; you only get a confirmation with the file name."
 )
+# The description when the backend cannot work at all: the model must not promise pictures.
+_UNAVAILABLE = (
+    "Image generation is NOT available in this session: {reason}. Do not call this tool and "
+    "do not promise the user a picture; tell them that image generation is not set up."
+)
 
 
 class ImageTool(Tool):
     """Text-to-image. `ImageTool()` uses diffusers with `$GLM_AGENT_IMAGE_MODEL`.
+
+    `unavailable` is why the backend cannot work at all (no model configured, no API key), or
+    None; the description then tells the model so.
 
     Args:
         backend: "diffusers" (default, or `$GLM_AGENT_IMAGE_BACKEND`), "cogview", or a backend object.
@@ -119,6 +127,12 @@ class ImageTool(Tool):
         self.backend: ImageBackend = backend
         if self.default_size is not None:
             self.backend.size_rule.check(*self.default_size)
+        # Known at once, without the network (no model, no API key): the CLI warns, and the
+        # model reads it in the description instead of an invitation to draw.
+        problem = getattr(self.backend, "problem", None)
+        self.unavailable: str | None = problem() if callable(problem) else None
+        if self.unavailable:
+            self.description = _UNAVAILABLE.format(reason=self.unavailable.rstrip("."))
 
     # -- arguments -----------------------------------------------------------------------
 
