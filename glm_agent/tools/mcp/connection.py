@@ -113,6 +113,24 @@ class _StderrTail:
         return " | ".join(list(self.lines)[-lines:])
 
 
+def _program_files(argv: list[str], cwd: str | None) -> tuple[list[str], tuple[str, ...]]:
+    """The files the user's command names after the program (the server's own script), as
+    absolute paths.
+
+    A sandboxed server sees the interpreter and the workspace only; these files (given by the
+    user, never by a model) are bound read-only at the same place so the server can start.
+    Only the files: a script's folder may be the user's home. Not resolved through links: a
+    venv's python is a link whose target would lose the venv."""
+    out, files = argv[:1], []
+    for arg in argv[1:]:
+        path = os.path.join(cwd or os.getcwd(), arg)
+        if not arg.startswith("-") and os.path.isfile(path):
+            arg = os.path.abspath(path)
+            files.append(arg)
+        out.append(arg)
+    return out, tuple(files)
+
+
 class ServerConnection:
     """One server. `start`, `call` and `stop` are coroutines of the group's loop thread."""
 
@@ -220,11 +238,14 @@ class ServerConnection:
     def _sandboxed(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
         from glm_agent.sandbox import Sandbox, SandboxConfig, SandboxError
 
+        argv, scripts = _program_files(argv, self.config.cwd)
         try:
             if self._sandbox is None:
                 if self.workspace is None:
                     raise MCPServerError("a sandboxed MCP server needs a workspace folder")
-                self._sandbox = Sandbox(self.sandbox_config or SandboxConfig(), workspace=self.workspace())
+                config = self.sandbox_config or SandboxConfig()
+                config = config.with_(ro_binds=(*config.ro_binds, *scripts))
+                self._sandbox = Sandbox(config, workspace=self.workspace())
             return self._sandbox.command(argv, env)
         except SandboxError as exc:
             raise MCPServerError(f"the sandbox is not available: {exc}") from None

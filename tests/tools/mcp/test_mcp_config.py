@@ -62,11 +62,20 @@ def test_a_sandboxed_server_sees_only_the_workspace(tmp_path):
     workspace.mkdir()
     (workspace / "inside.txt").write_text("shared")
     ctx = ToolContext(session_id="t", workspace=workspace)
+    # The server's script sits in a private /tmp folder the sandbox hides: the script alone is
+    # made visible, read-only, wherever the user keeps it.
+    script = tmp_path / "servers" / SERVER.name
+    script.parent.mkdir()
+    script.write_bytes(SERVER.read_bytes())
 
-    async def read_both(sandbox: bool) -> list[str]:
-        async with MCPServers([sys.executable, str(SERVER), "files"], sandbox=sandbox, workspace=workspace) as group:
+    async def read_all(sandbox: bool, paths) -> list[str]:
+        argv = [sys.executable, str(script), "files"]
+        async with MCPServers(argv, sandbox=sandbox, workspace=workspace) as group:
             read = next(t for t in group.tools if t.name == "read")
-            return [(await read.call({"path": str(p)}, ctx)).content for p in (secret, "inside.txt")]
+            return [(await read.call({"path": str(p)}, ctx)).content for p in paths]
+
+    def read_both(sandbox: bool):
+        return read_all(sandbox, (secret, "inside.txt"))
 
     import asyncio
 
@@ -74,6 +83,10 @@ def test_a_sandboxed_server_sees_only_the_workspace(tmp_path):
     hidden, shared = asyncio.run(read_both(True))
     assert "the host's secret" not in hidden and "cannot read" in hidden
     assert shared == "shared"
+    sibling = script.with_name("sibling.txt")  # the script's folder stays hidden
+    sibling.write_text("next to the script")
+    (beside,) = asyncio.run(read_all(True, (sibling,)))
+    assert "next to the script" not in beside and "cannot read" in beside
 
 
 def test_the_cli_reads_the_home_mcp_json(tmp_path):
