@@ -285,6 +285,7 @@ def test_a_chat_where_nothing_was_asked_leaves_nothing_and_continue_says_there_i
     try:
         child.expect("›")
         child.sendline("/help")
+        child.expect("Ctrl-D works too")  # the help itself, not the echo of the typed line
         child.expect("›")
         leave(child)
     finally:

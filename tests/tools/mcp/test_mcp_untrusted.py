@@ -118,6 +118,8 @@ def test_nothing_outlives_the_chat(how, tmp_path):
         below = descendants(chat.pid)
         assert any(SERVER.name in Path(f"/proc/{p}/cmdline").read_text() for p in below if alive(p))
         chat.send_signal(how)
+        # Ctrl-C at the prompt keeps the chat (as it does for a person): end of input ends it.
+        chat.stdin.close()
         chat.wait(30)
         assert wait_gone(*below) == []
     finally:
