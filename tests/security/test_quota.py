@@ -504,7 +504,12 @@ def test_shell_quota_holds_when_glm_agent_is_not_root(tmp_path):
         ws = root / "ws"
         ws.mkdir()
         os.chown(ws, 65534, 65534)
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(glm_agent.__file__).parents[1])}
+        # A copy nobody can read: the checkout may sit in root's own 0700 home.
+        shutil.copytree(Path(glm_agent.__file__).parent, root / "src" / "glm_agent",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for folder, _, _ in os.walk(root / "src"):
+            os.chmod(folder, 0o755)
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root / "src")}
         out = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
                               NOBODY_SCRIPT, str(ws)], capture_output=True, text=True, env=env, timeout=120)
         if "cannot sandbox code" in out.stderr:
