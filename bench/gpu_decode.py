@@ -12,11 +12,10 @@ What it prints (one run, one device):
   peak memory; prefill tokens/s for a `--prompt-len` prompt (2k);
 - HF `GlmForCausalLM.generate` (bf16, eager PyTorch, no compile) decode tokens/s at batch 1.
 
-Our engine is timed through `bench/static_decoder.py` (an experiment outside the package: a
-static KV cache around the engine's decoder). Modes: "graph" = the eager decode step captured
-once as a CUDA graph; "compile" = `torch.compile(mode="reduce-overhead")` (Inductor fuses int8
-dequantization into the GEMV); "eager" = no capture (CPU, --small). Every configuration runs in its own
-try/except: a failure prints an error row and the table goes on.
+Our engine is timed as users get it: `Engine` over the paged KV cache. Modes: "graph" = decode
+steps replayed as captured CUDA graphs (`glm_agent/engine/cuda_graphs.py`, the default on CUDA);
+"eager" = `cuda_graphs=False` (and CPU, --small). Every configuration runs in its own try/except:
+a failure prints an error row and the table goes on.
 """
 
 from __future__ import annotations
@@ -39,8 +38,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--small", action="store_true", help="tiny config (runs on CPU: exercises the script)")
     p.add_argument("--weights", default="bf16,int8,int4")
-    p.add_argument("--modes", default=None, help="comma list of graph,compile,eager (default: graph; "
-                   "int8 also compile; CPU: eager)")
+    p.add_argument("--modes", default=None, help="comma list of graph,eager (default: graph; CPU: eager)")
     p.add_argument("--batches", default="1,4,16")
     p.add_argument("--new-tokens", type=int, default=128, help="decode steps timed per configuration")
     p.add_argument("--prompt-len", type=int, default=2048, help="prefill benchmark length")
@@ -126,7 +124,8 @@ def reset_mem(dev):
 
 def run_ours(args, cfg_kw, wname, mode, batches, dev, bw, rows):
     import torch
-    from static_decoder import StaticDecoder  # bench/ is on sys.path
+
+    from glm_agent.engine.engine import Engine
 
     dtype = torch.bfloat16
     reset_mem(dev)
@@ -135,47 +134,52 @@ def run_ours(args, cfg_kw, wname, mode, batches, dev, bw, rows):
     kvtok = kv_bytes_per_token(config)
     g = torch.Generator().manual_seed(1)
     n_new = args.new_tokens
+    # The engine every user gets: the paged KV cache; on CUDA, decode steps replay captured graphs.
+    ctx = max(args.context + n_new + 8, args.prompt_len) + 8
+    engine = Engine(model, config, device=dev, dtype=dtype, max_context=ctx, cache_tokens=max(batches) * ctx,
+                    cuda_graphs=mode == "graph")
     for b in batches:
         label = f"ours {wname}"
         try:
-            sd = StaticDecoder(model, batch_size=b, max_context=args.context + n_new + 8, mode=mode)
             prompts = [torch.randint(0, config.vocab_size, (args.context,), generator=g).tolist() for _ in range(b)]
-            sd.generate_greedy(prompts, 4)  # warm-up: capture / compile, pack kernels
-            sd.reset()
-            nxt = [int(sd.prefill(r, p).argmax()) for r, p in enumerate(prompts)]
+            streams = [engine.new_stream() for _ in prompts]
+            nxt = [int(engine.prefill(s, p).argmax()) for s, p in zip(streams, prompts)]
+            for _ in range(3):  # warm-up: capture this bucket's graph, pack kernels
+                nxt = engine.decode_step(streams, nxt).argmax(-1).tolist()
             sync(dev)
             t = time.perf_counter()
             for _ in range(n_new):
-                nxt = sd.decode(nxt).argmax(-1).tolist()  # host sync per token, as real generation
+                nxt = engine.decode_step(streams, nxt).argmax(-1).tolist()  # host sync per token, as real generation
             sync(dev)
             dt = time.perf_counter() - t
+            for s in streams:
+                engine.free(s)
             tok_s = b * n_new / dt
             mean_ctx = args.context + n_new / 2
             roof = b * bw / (wbytes + b * kvtok * mean_ctx)
             rows.append(dict(engine=label, mode=mode, batch=b, tok_s=tok_s, roof=roof, peak=peak_mem(dev),
                              wgb=wbytes / 1e9))
-            del sd
         except Exception as e:  # one failing configuration must not hide the others
             rows.append(dict(engine=label, mode=mode, batch=b, error=f"{type(e).__name__}: {e}"[:160]))
-        reset_mem(dev) if dev.type == "cuda" else None
+            for s in list(engine.cache.live_streams):
+                engine.free(s)
     prefill = None
     try:
-        sd = StaticDecoder(model, batch_size=1, max_context=args.prompt_len + 8, mode="eager")
         ids = torch.randint(0, config.vocab_size, (args.prompt_len,), generator=g).tolist()
-        sd.prefill(0, ids)  # warm-up
         times = []
-        for _ in range(3):
-            sd.reset()
+        for _ in range(4):  # the first is a warm-up
+            s = engine.new_stream()
             sync(dev)
             t = time.perf_counter()
-            sd.prefill(0, ids)
+            engine.prefill(s, ids)
             sync(dev)
             times.append(time.perf_counter() - t)
-        prefill = args.prompt_len / min(times)
-        del sd
+            engine.free(s)
+        engine.cache.block_manager.clear_prefix_cache()
+        prefill = args.prompt_len / min(times[1:])
     except Exception as e:
         prefill = f"{type(e).__name__}: {e}"[:120]
-    del model
+    del model, engine
     reset_mem(dev)
     return prefill
 
@@ -183,8 +187,8 @@ def run_ours(args, cfg_kw, wname, mode, batches, dev, bw, rows):
 # ---------------------------------------------------------------------------- transformers
 
 
-def run_hf(args, cfg_kw, dev):
-    """HF GlmForCausalLM eager (no compile) bf16 generate at batch 1: decode tokens/s."""
+def run_hf_config(cfg_kw, max_positions, dev):
+    """transformers' GlmForCausalLM in bf16 with eager attention, random weights, on `dev`."""
     import torch
     from transformers import GlmConfig, GlmForCausalLM
 
@@ -194,7 +198,7 @@ def run_hf(args, cfg_kw, dev):
         intermediate_size=cfg_kw["intermediate_size"], num_hidden_layers=cfg_kw["num_layers"],
         num_attention_heads=cfg_kw["num_heads"], num_key_value_heads=cfg_kw["num_kv_heads"],
         head_dim=cfg_kw["head_dim"], rms_norm_eps=cfg_kw["rms_norm_eps"], attention_bias=True,
-        max_position_embeddings=args.context + args.hf_tokens + 8, tie_word_embeddings=False,
+        max_position_embeddings=max_positions, tie_word_embeddings=False,
         rope_parameters={"rope_theta": cfg_kw["rope_theta"], "partial_rotary_factor": 0.5, "rope_type": "default"},
         pad_token_id=0, eos_token_id=None, bos_token_id=None,
     )
@@ -203,9 +207,16 @@ def run_hf(args, cfg_kw, dev):
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(dev):
-            model = GlmForCausalLM(hf_cfg).eval()
+            return GlmForCausalLM(hf_cfg).eval()
     finally:
         torch.set_default_dtype(old)
+
+
+def run_hf(args, cfg_kw, dev):
+    """HF GlmForCausalLM eager (no compile) bf16 generate at batch 1: decode tokens/s."""
+    import torch
+
+    model = run_hf_config(cfg_kw, args.context + args.hf_tokens + 8, dev)
     g = torch.Generator().manual_seed(2)
     ids = torch.randint(0, cfg_kw["vocab_size"], (1, args.context), generator=g).to(dev)
 
@@ -267,7 +278,7 @@ def main() -> int:
         elif dev.type != "cuda":
             modes = ["eager"]
         else:
-            modes = ["graph", "compile"] if w == "int8" else ["graph"]
+            modes = ["graph"]
         for mode in modes:
             if mode == "graph" and dev.type != "cuda":
                 continue

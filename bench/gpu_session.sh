@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # All GPU checks in one call, for a short lease on one card (H100/H200):
 # the CUDA tests, then bench/gpu_decode.py per weight format (each prints its own table, so a
-# timeout loses one format, not all), then bench/apar.py. Logs go to $OUT (or ./gpu-out).
+# timeout loses one format, not all), the serving bench, then bench/apar.py. Logs go to $OUT (or ./gpu-out).
 #
 #   bash bench/gpu_session.sh                 # every step, about 10 minutes on an H200
 #   bash bench/gpu_session.sh tests apar      # only the steps named
@@ -21,10 +21,10 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, keep the log, never
 }
 
 # The CUDA tests need only torch and pytest; --noconftest skips fixtures for sandbox/browser tests.
-step tests 60 env PYTHONPATH="$PYTHONPATH:tests/engine" python3 -m pytest --noconftest -p no:cacheprovider -q \
-  tests/engine/test_quant_gpu.py "tests/engine/test_engine.py::test_cuda_matches_cpu"
-step decode_bf16 130 python3 bench/gpu_decode.py --weights bf16
+step tests 90 env PYTHONPATH="$PYTHONPATH:tests/engine" python3 -m pytest --noconftest -p no:cacheprovider -q \
+  tests/engine/test_cuda_graphs.py tests/engine/test_quant_gpu.py "tests/engine/test_engine.py::test_cuda_matches_cpu"
+step decode_bf16 150 python3 bench/gpu_decode.py --weights bf16 --modes graph,eager
 step decode_int4 90 python3 bench/gpu_decode.py --weights int4 --no-hf
-step apar 200 python3 bench/apar.py --items 4,16 --repeat 1  # eager decode: ~30 ms a step at 9B
-step decode_int8 60 python3 bench/gpu_decode.py --weights int8 --modes graph --no-hf
-step decode_int8_compile 150 python3 bench/gpu_decode.py --weights int8 --modes compile --no-hf --batches 1
+step decode_int8 60 python3 bench/gpu_decode.py --weights int8 --no-hf --batches 1,16
+step serve 150 python3 bench/gpu_serve.py --weights bf16
+step apar 200 python3 bench/apar.py --items 4,16 --repeat 1

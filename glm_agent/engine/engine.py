@@ -4,7 +4,7 @@ The engine speaks token ids only: chat templates and dialects live above it (glm
 
     engine = Engine.from_weights(config, weights, device="cpu", dtype=torch.float32,
                                  quant=None, max_context=None, cache_tokens=None,
-                                 prefix_cache=True)
+                                 prefix_cache=True, cuda_graphs=None)
     for tok in engine.generate(prompt_ids, max_new_tokens=256, sampling=SamplingParams(...),
                                stop_token_ids={eos}):
         ...   # new ids one at a time; a stop token is yielded last, then the stream ends
@@ -30,6 +30,8 @@ Step API (used by `generate`, APAR and servers; every stream lives in `engine.ca
     engine.forward_logits(ids: list[int]) -> Tensor[T, vocab]    full-sequence scoring, no cache
 Logits are float32 on the engine's device. A stream that would grow past `max_context` raises
 `ContextOverflowError`; a full KV cache raises `CacheExhaustedError` (both `EngineError`s).
+On CUDA, decode steps (one new token per stream) replay captured CUDA graphs over the same paged
+cache (`cuda_graphs.py`; `cuda_graphs=False` turns them off); prefill and mixed steps run eagerly.
 An engine is not thread-safe: one caller (thread) drives it at a time. Concurrent requests go
 through one `scheduler.Scheduler`, which batches them (continuous batching).
 """
@@ -74,6 +76,7 @@ class Engine:
         cache_tokens: int | None = None,
         block_size: int = 16,
         prefix_cache: bool = True,
+        cuda_graphs: bool | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -95,6 +98,13 @@ class Engine:
         )
         # A token's position is its depth in its own stream (forks included): < max_context.
         model.init_rope(self.max_context, self.device)
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        self.graphs = None  # decode steps on CUDA replay captured graphs (cuda_graphs.py)
+        if cuda_graphs:
+            from glm_agent.engine.cuda_graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(model, self.cache, max_context=self.max_context)
 
     @property
     def vocab_size(self) -> int:
@@ -114,6 +124,7 @@ class Engine:
         cache_tokens: int | None = None,
         block_size: int = 16,
         prefix_cache: bool = True,
+        cuda_graphs: bool | None = None,
     ) -> "Engine":
         """Build the decoder and fill it tensor by tensor from `(canonical_name, tensor)`."""
         device = torch.device(device)
@@ -185,6 +196,7 @@ class Engine:
             cache_tokens=cache_tokens,
             block_size=block_size,
             prefix_cache=prefix_cache,
+            cuda_graphs=cuda_graphs,
         )
 
     # ---- streams ------------------------------------------------------------------------
@@ -219,9 +231,20 @@ class Engine:
                     f"stream {s} would reach {end} tokens, beyond the model's context of "
                     f"{self.max_context}; free it or start a shorter one"
                 )
+        graphs = self.graphs
+        captured = graphs is not None and len(flat) == len(streams) and len(streams) <= graphs.max_batch
         with torch.inference_mode():
-            batch = self.cache.plan(streams, [len(x) for x in ids], [list(x) for x in ids])
+            if captured:  # a decode step: one token per stream
+                positions, slots = self.cache.reserve(streams, [1] * len(streams), [list(x) for x in ids])
+            else:
+                batch = self.cache.plan(streams, [len(x) for x in ids], [list(x) for x in ids])
             try:
+                if captured:
+                    tables = [self.cache.block_manager.table(s) for s in streams]
+                    logits = graphs.run(flat, positions, slots, [t.blocks for t in tables],
+                                        [t.length for t in tables])
+                    # The graph's output buffer is overwritten by the next replay.
+                    return logits.to(torch.float32, copy=True)
                 last = torch.tensor(batch.q_lens, device=self.device).cumsum(0) - 1
                 tokens = torch.tensor(flat, dtype=torch.long, device=self.device)
                 logits = self.model(tokens, batch.positions, self.cache, batch, logits_at=last)

@@ -18,7 +18,8 @@ block_size + offset. A stream whose blocks are consecutive (the normal single-st
 allocator extends a stream with the next block when it is free) is read as a plain slice view,
 so batch-1 decoding copies nothing; otherwise keys are gathered through the block table.
 The pool grows on demand (doubling) up to `max_blocks`, so a 128k-token limit costs nothing
-until it is used; pass `initial_blocks=max_blocks` to preallocate it.
+until it is used; pass `initial_blocks=max_blocks` to preallocate it. One extra block past the
+capacity is scratch: the padding rows of a fixed-size (CUDA graph) step write there.
 
 `AttnBatch` (built by `plan()`) is what one decoder forward needs to know about the streams it
 advances: positions and write slots of the new tokens, and how to read each stream's keys.
@@ -33,7 +34,9 @@ Public API:
     .append(stream, n, tokens=None) -> list[int]          (slots of the n new tokens)
     .attach_prefix(stream, ids) -> int                    (cached prompt ids reused)
     .num_cached_blocks -> int                             (free blocks still holding a prefix)
-    .plan(streams, n_new, tokens=None) -> AttnBatch       (appends, then describes reads)
+    .reserve(streams, n_new, tokens=None) -> (positions, slots)   (appends, all or none)
+    .plan(streams, n_new, tokens=None) -> AttnBatch       (reserve, then describe the reads)
+    .scratch_block -> int ; .generation -> int            (for captured decode steps)
     .write(layer, slots, k, v) ; .attend(layer, q, batch) -> out      (used by the decoder)
 """
 
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 
 from glm_agent.engine.blocks import BlockManager, BlockTable
 
-__all__ = ["PagedKVCache", "AttnBatch"]
+__all__ = ["PagedKVCache", "AttnBatch", "decode_reads"]
 
 
 @dataclass
@@ -70,6 +73,21 @@ class AttnBatch:
     @property
     def num_tokens(self) -> int:
         return int(sum(self.q_lens))
+
+
+def decode_reads(block_tables: torch.Tensor, lengths: torch.Tensor, block_size: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a batched decode step reads keys: `block_tables` `[B, M]` (padded with any valid
+    block) and `lengths` `[B]` give the slot of every key position `[B, M * block_size]` and the
+    mask of the real ones `[B, 1, 1, M * block_size]`.
+
+    Tensor ops only (no host values), so the eager batched step and the CUDA-graph step
+    (`cuda_graphs.py`) compute their reads with this same function."""
+    b, m = block_tables.shape
+    offsets = torch.arange(block_size, device=block_tables.device)
+    index = (block_tables[:, :, None] * block_size + offsets).view(b, m * block_size)
+    keys = torch.arange(m * block_size, device=block_tables.device)
+    return index, (keys[None, :] < lengths[:, None])[:, None, None, :]
 
 
 class PagedKVCache:
@@ -98,7 +116,10 @@ class PagedKVCache:
         self.dtype = dtype
         cap = min(max_blocks, initial_blocks or min(max_blocks, 64))
         self._capacity = cap
-        shape = (num_layers, num_kv_heads, cap * block_size, head_dim)
+        # Bumped whenever the pool tensors are replaced (growth): captured graphs hold addresses.
+        self.generation = 0
+        # One block past the capacity is scratch: padding rows of a batched step write there.
+        shape = (num_layers, num_kv_heads, (cap + 1) * block_size, head_dim)
         self.k = torch.zeros(shape, device=self.device, dtype=dtype)
         self.v = torch.zeros(shape, device=self.device, dtype=dtype)
 
@@ -171,15 +192,21 @@ class PagedKVCache:
             self.v[:, :, dst] = self.v[:, :, src]
         return slots
 
+    @property
+    def scratch_block(self) -> int:
+        """A block no stream owns (it moves when the pool grows): padding rows write to it."""
+        return self._capacity
+
     def _grow(self, min_blocks: int) -> None:
         cap = min(self.max_blocks, max(min_blocks, 2 * self._capacity))
-        shape = (self.num_layers, self.num_kv_heads, cap * self.block_size, self.head_dim)
+        shape = (self.num_layers, self.num_kv_heads, (cap + 1) * self.block_size, self.head_dim)
         old = self._capacity * self.block_size
         for name in ("k", "v"):
             t = torch.zeros(shape, device=self.device, dtype=self.dtype)
-            t[:, :, :old] = getattr(self, name)
+            t[:, :, :old] = getattr(self, name)[:, :, :old]
             setattr(self, name, t)
         self._capacity = cap
+        self.generation += 1
 
     def _slots(self, t: BlockTable) -> torch.Tensor:
         bs = self.block_size
@@ -189,9 +216,10 @@ class PagedKVCache:
 
     # ---- planning one forward pass --------------------------------------------------------
 
-    def plan(self, streams: list[int], n_new: list[int], tokens: list[list[int]] | None = None) -> AttnBatch:
-        """Reserve slots for `n_new[i]` tokens of each stream and describe the reads
-        (`tokens[i]`: their ids, for prefix caching)."""
+    def reserve(self, streams: list[int], n_new: list[int], tokens: list[list[int]] | None = None
+                ) -> tuple[list[int], list[int]]:
+        """Reserve slots for `n_new[i]` tokens of each stream (all or none): their positions and
+        pool slots, flattened in stream order (`tokens[i]`: their ids, for prefix caching)."""
         if len(streams) != len(n_new) or len(set(streams)) != len(streams):
             raise ValueError("plan() needs distinct streams and one token count per stream")
         # Check room for all streams first, so a full pool leaves every stream untouched.
@@ -203,38 +231,37 @@ class PagedKVCache:
             start = self.length(sid)
             slots += self.append(sid, n, None if tokens is None else tokens[i])
             positions += range(start, start + n)
-        reads = []
-        k_lens = []
-        for sid in streams:
-            t = self.block_manager.table(sid)
-            k_lens.append(t.length)
-            if t.contiguous:
-                first = t.blocks[0] * self.block_size
-                reads.append((first, first + t.length))
-            else:
-                reads.append(self._slots(t))
+        return positions, slots
+
+    def plan(self, streams: list[int], n_new: list[int], tokens: list[list[int]] | None = None) -> AttnBatch:
+        """Reserve slots for `n_new[i]` tokens of each stream and describe the reads
+        (`tokens[i]`: their ids, for prefix caching)."""
+        positions, slots = self.reserve(streams, n_new, tokens)
+        tables = [self.block_manager.table(sid) for sid in streams]
         dev = self.device
         batch = AttnBatch(
             streams=list(streams),
             q_lens=list(n_new),
-            k_lens=k_lens,
+            k_lens=[t.length for t in tables],
             positions=torch.tensor(positions, dtype=torch.long, device=dev),
             slots=torch.tensor(slots, dtype=torch.long, device=dev),
-            reads=reads,
+            reads=[],
         )
         if len(streams) > 1 and all(n == 1 for n in n_new):
-            kmax = max(k_lens)
-            index = torch.zeros(len(streams), kmax, dtype=torch.long, device=dev)
-            for i, r in enumerate(reads):
-                if isinstance(r, tuple):
-                    index[i, : k_lens[i]] = torch.arange(r[0], r[1], device=dev)
-                else:
-                    index[i, : k_lens[i]] = r
-            lens = torch.tensor(k_lens, device=dev)
-            batch.gather_index = index
-            batch.key_mask = (torch.arange(kmax, device=dev)[None, :] < lens[:, None])[
-                :, None, None, :
-            ]
+            width = max(len(t.blocks) for t in tables)
+            padded = [t.blocks + [self.scratch_block] * (width - len(t.blocks)) for t in tables]
+            batch.gather_index, batch.key_mask = decode_reads(
+                torch.tensor(padded, dtype=torch.long, device=dev),
+                torch.tensor(batch.k_lens, dtype=torch.long, device=dev),
+                self.block_size,
+            )
+            return batch
+        for t in tables:
+            if t.contiguous:
+                first = t.blocks[0] * self.block_size
+                batch.reads.append((first, first + t.length))
+            else:
+                batch.reads.append(self._slots(t))
         return batch
 
     # ---- used by the decoder's attention --------------------------------------------------

@@ -1,9 +1,7 @@
 """Quantized kernels and the quantized engine on CUDA (skipped with a reason without a GPU).
 
 Tolerances: kernels vs the fp32 reference < 1e-2 relative (bf16 activations, as on CPU).
-The static-shape decoder (CUDA graphs, torch.compile) is an experiment in bench/, not part of
-the package; `python bench/static_decoder.py` runs its checks (eager == engine on any device,
-graph/compiled == eager on CUDA).
+Decode steps as captured CUDA graphs are checked in test_cuda_graphs.py.
 """
 
 from __future__ import annotations

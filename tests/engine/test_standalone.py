@@ -17,7 +17,7 @@ MODULES = sorted(
     for p in ENGINE.rglob("*.py")
 )
 # Modules that run tensors; every other engine module imports without torch.
-COMPUTE = {"decoder", "engine", "kv_cache", "quant", "sampling"}
+COMPUTE = {"cuda_graphs", "decoder", "engine", "kv_cache", "quant", "sampling"}
 
 PROBE = """
 import json, sys
