@@ -3,7 +3,7 @@
     python bench/agent_steps.py                    # the embedded Qwen2.5-Coder-1.5B on CPU
     python bench/agent_steps.py --model smollm2    # the 135M test model (fast)
 
-A scripted 4-step tool conversation (system prompt with the python tool, the user's task, then
+A scripted 4-step tool conversation (system prompt with the `--tools` schemas, the user's task, then
 three rounds of tool call + tool result) is replayed with a real `LocalModel`: step k sends
 the conversation up to its k-th model turn, as the agent loop does, and the model generates
 `--max-tokens` tokens. The same steps run with the prefix cache off, then on (a fresh cache);
@@ -42,14 +42,14 @@ def conversation():
     return steps
 
 
-def python_tool():
-    from glm_agent.core.contracts import ToolSpec
+def tool_specs(names: str):
+    """The specs the agent sends for `--tools` (the built-ins' own descriptions and schemas)."""
+    from glm_agent.tools.browser.tool import BrowserTool
+    from glm_agent.tools.image.tool import ImageTool
+    from glm_agent.tools.python import PythonTool
 
-    return ToolSpec(
-        name="python",
-        description="Run Python code in a Jupyter kernel and return what it prints.",
-        parameters={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
-    )
+    built = {"python": PythonTool, "browser": BrowserTool, "image": ImageTool}
+    return [built[n.strip()]().spec() for n in names.split(",")]
 
 
 async def one_step(model, messages, tools, settings) -> tuple[int, int, float]:
@@ -76,6 +76,8 @@ async def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--max-tokens", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tools", default="python", help="built-in tools offered: python (the chat default) or "
+                    "python,browser,image (every schema in the system prompt)")
     args = ap.parse_args()
 
     import torch
@@ -85,7 +87,7 @@ async def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = LocalModel(args.model, progress=False).load()
-    tools = [python_tool()]
+    tools = tool_specs(args.tools)
     settings = GenerationSettings(max_new_tokens=args.max_tokens)
     steps = conversation()
     bm = model.engine.cache.block_manager
@@ -96,7 +98,7 @@ async def main() -> None:
         bm.clear_prefix_cache()  # a cold cache for each mode
         rows[mode] = [await one_step(model, msgs, tools, settings) for msgs in steps]
     load = os.getloadavg()
-    print(f"# {model.name}, {args.threads} threads, {args.max_tokens} new tokens per step, "
+    print(f"# {model.name}, tools {args.tools}, {args.threads} threads, {args.max_tokens} new tokens per step, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print("step | prompt | computed on/off | share computed | TTFT on s | TTFT off s | TTFT on/off")
     for k, (on, off) in enumerate(zip(rows["on"], rows["off"]), 1):
