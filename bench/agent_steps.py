@@ -96,7 +96,11 @@ async def main() -> None:
     for mode in ("off", "on"):
         bm.prefix_cache = mode == "on"
         bm.clear_prefix_cache()  # a cold cache for each mode
-        rows[mode] = [await one_step(model, msgs, tools, settings) for msgs in steps]
+        rows[mode] = []
+        for msgs in steps:
+            rows[mode].append(await one_step(model, msgs, tools, settings))
+            print(f"  cache {mode}, step {len(rows[mode])}: prompt {rows[mode][-1][0]}, computed "
+                  f"{rows[mode][-1][1]}, TTFT {rows[mode][-1][2]:.2f} s", flush=True)  # slow runs show progress
     load = os.getloadavg()
     print(f"# {model.name}, tools {args.tools}, {args.threads} threads, {args.max_tokens} new tokens per step, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-# System packages: Chromium (browser tool), CJK fonts (Chinese pages), bubblewrap (sandbox).
+# System packages: Chromium (browser tool), CJK fonts (Chinese pages), bubblewrap (sandbox),
+# MariaDB (the db suite's --db mariadb; the tests start their own server, not the service).
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 [ -d /usr/share/fonts/opentype/noto ] || need_apt+=(fonts-noto-cjk)
+[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || need_apt+=(mariadb-server)
 apt_install "${need_apt[@]}"
 
 # The interpreter: the active virtualenv, else ./.venv if there is one, else python/python3 unless

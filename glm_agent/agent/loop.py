@@ -228,6 +228,7 @@ class Agent:
             yield StepStarted(step=step)
             text_parts: list[str] = []
             calls: list[ToolCall] = []
+            finish = ""
             try:
                 async for event in self.model.stream(list(self.history), specs, self.settings):
                     if isinstance(event, TextDelta):
@@ -236,6 +237,7 @@ class Agent:
                     elif isinstance(event, ToolCallReady):
                         calls.append(event.call)
                     elif isinstance(event, ModelDone):
+                        finish = event.finish_reason
                         usage[0] += event.prompt_tokens
                         usage[1] += event.completion_tokens
                         self.run_usage = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
@@ -270,14 +272,16 @@ class Agent:
             if not calls:
                 yield FinalAnswer(text=text, status="completed")
                 return
-            async for event in self._run_tools(calls):
+            # A call the token limit cut off is a failed call the model hears about, never an answer.
+            cut = {c.id for c in calls if c.arguments_error} if finish == "length" else set()
+            async for event in self._run_tools(calls, cut):
                 yield event
         yield FinalAnswer(
             text=last_text or f"(stopped after {self.max_steps} steps without a final answer)",
             status="max_steps",
         )
 
-    async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[AgentEvent]:
+    async def _run_tools(self, calls: list[ToolCall], cut: set[str] = frozenset()) -> AsyncIterator[AgentEvent]:
         """Run one turn's calls concurrently; events as they finish, history in call order."""
         for call in calls:
             yield ToolCallStarted(call=call)
@@ -286,7 +290,7 @@ class Agent:
 
         async def run_one(call: ToolCall) -> None:
             started = time.perf_counter()
-            result = await self._call_tool(call)
+            result = await self._call_tool(call, cut_off=call.id in cut)
             results[call.id] = result
             await done.put(ToolCallFinished(call=call, result=result, seconds=time.perf_counter() - started))
 
@@ -304,7 +308,7 @@ class Agent:
                 result = results.get(call.id) or ToolResult(content="(cancelled before it finished)", is_error=True)
                 self.history.append(ToolMessage.from_result(call, result))
 
-    async def _call_tool(self, call: ToolCall) -> ToolResult:
+    async def _call_tool(self, call: ToolCall, cut_off: bool = False) -> ToolResult:
         tool = self.tools.get(call.name)
         # A call to a tool that does not exist (or that could not be read at all) spends a
         # budget of its own, as a failing tool does: a model stuck on it is told to stop.
@@ -316,7 +320,9 @@ class Agent:
                 "of this turn. Answer with what you have, or explain what went wrong.",
                 is_error=True,
             )
-        if tool is None:
+        if cut_off:
+            result = self._cut_off(call)
+        elif tool is None:
             result = self._no_such_tool(call)
         elif call.arguments_error:
             result = ToolResult(
@@ -328,6 +334,15 @@ class Agent:
             result = await self._execute(tool, call)
         self._failures[call.name] = self._failures.get(call.name, 0) + 1 if result.is_error else 0
         return result
+
+    def _cut_off(self, call: ToolCall) -> ToolResult:
+        limit = f" ({self.settings.max_new_tokens} tokens)" if self.settings is not None else ""
+        what = f"your call to `{call.name}`" if call.name else "your tool call"
+        return ToolResult(
+            content=f"Error: {what} was cut off: the reply reached its token limit{limit} before the call was "
+            "complete, so nothing ran. Call the tool again with shorter arguments (write long content in parts).",
+            is_error=True,
+        )
 
     def _no_such_tool(self, call: ToolCall) -> ToolResult:
         available = ", ".join(f"`{n}`" for n in self.tools) or "none"

@@ -1,7 +1,7 @@
 """`glm-agent eval`: run suites, rebuild reports, compare runs.
 
     glm-agent eval run db fc --model embedded --limit 3 --out runs/cpu
-    glm-agent eval run os --oracle --data AgentBench/data/os_interaction/data/dev.json --out runs/oracle
+    glm-agent eval run os --oracle --data AgentBench/data/os_interaction --out runs/oracle
     glm-agent eval report runs/cpu
     glm-agent eval compare runs/a runs/b
 """
@@ -53,13 +53,16 @@ def _warn(messages: list[str]) -> None:
 
 @eval_app.command("run")
 def run_cmd(
-    suites: List[str] = typer.Argument(..., help="Suites to run: os db fc math web (or 'all')."),
+    suites: List[str] = typer.Argument(..., help="Suites to run: os db fc math web route (or 'all')."),
     model: str = typer.Option("embedded", "--model", "-m", help="Model spec (as for `glm-agent chat`), or 'oracle'."),
     oracle: bool = typer.Option(False, "--oracle", help="Run the oracle agent (gold actions) instead of a model."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Samples per suite (spread over categories)."),
     concurrency: int = typer.Option(1, "--concurrency", "-k", min=1, help="Samples run at once."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (resumes if it has runs.jsonl). Default: runs/<time>."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The public benchmark's own file/folder for the suite (one suite only)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The public benchmark's own file/folder for the suite (one suite only); for os also AgentBench's os_interaction folder or configs/tasks/os.yaml[#NAME]."),
+    scripts: Optional[List[Path]] = typer.Option(None, "--scripts", help="os: a folder of the tasks' script files (init/, check/, example/), searched first; repeatable."),
+    judge: str = typer.Option("agentbench", "--judge", help="os: 'agentbench' (their checkers exactly: int(), equal sizes, stdout) or 'lenient' (first integer, 5% size slack)."),
+    db: str = typer.Option("sqlite", "--db", help="db: 'sqlite' (quick, no server) or 'mariadb' (AgentBench's MySQL setting: a private MariaDB server the run starts)."),
     seed: int = typer.Option(0, "--seed", help="Run seed; each sample's sampling seed derives from it."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per sample (default: the suite's)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override each suite's step limit."),
@@ -82,7 +85,16 @@ def run_cmd(
     if data is not None and len(names) != 1:
         raise typer.BadParameter("--data applies to one suite: run one suite at a time with it")
     try:
-        suite_objs = [make_suite(n, data=data) for n in names]
+        if judge not in ("agentbench", "lenient"):
+            raise typer.BadParameter(f"--judge must be 'agentbench' or 'lenient', not {judge!r}")
+        for folder in scripts or []:
+            if not folder.is_dir():
+                raise _fail(f"{folder}: --scripts needs a folder (AgentBench's data/os_interaction/scripts/N)")
+        options = {"scripts_dirs": [str(f) for f in scripts or []], "judge": judge}
+        if db not in ("sqlite", "mariadb"):
+            raise typer.BadParameter(f"--db must be 'sqlite' or 'mariadb', not {db!r}")
+        per_suite = {"os": options, "db": {"db": db}}
+        suite_objs = [make_suite(n, data=data, **per_suite.get(n, {})) for n in names]
         for s in suite_objs:
             s.samples()
     except TaskFileError as exc:
@@ -135,6 +147,14 @@ def _print_summary(summary: dict, out: Path) -> None:
                       ", ".join(f"{k} {v}" for k, v in s["statuses"].items()), f"{s['avg_steps']:.1f}",
                       f"{s['avg_seconds']:.1f}")
     Console().print(table)
+    for name, s in summary["suites"].items():
+        reasons = s.get("unsupported_reasons") or {}
+        if reasons:  # tasks this machine cannot run: out of the score, and why
+            Console().print(f"{name}: {s['unsupported']} unsupported (not in the score):", markup=False)
+            for reason, n in list(reasons.items())[:5]:
+                Console().print(f"  {n} x {reason[:160]}", markup=False)
+            if len(reasons) > 5:
+                Console().print(f"  ... {len(reasons) - 5} more reasons in report.md", markup=False)
     Console().print(f"report: {out / 'report.md'}")
 
 

@@ -50,6 +50,13 @@ class GenerationSettings:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # "auto" | "none" | "required" | {"name": tool}: whether (and which) tool the turn must call.
+    tool_choice: str | dict = "auto"
+    # OpenAI's response_format: {"type": "json_schema", "json_schema": {"schema": {...}}} or
+    # {"type": "json_object"} makes the answer one such JSON value (models that can enforce it).
+    response_format: dict | None = None
+    # Grammar-constrained tool calls (LocalModel): None = the model's default, False = off.
+    constrained: bool | None = None
 
 
 @runtime_checkable

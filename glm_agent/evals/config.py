@@ -41,6 +41,7 @@ class RunConfig(BaseModel):
     timeout: Optional[float] = None
     max_steps: Optional[int] = None
     generation: Optional[dict[str, Any]] = None  # generation settings but the seed
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)  # suite -> options that change scores
     resumed: int = 0
 
     def conflicts(self, new: "RunConfig") -> list[str]:
@@ -54,6 +55,11 @@ class RunConfig(BaseModel):
             for name in sorted(set(self.generation) & set(new.generation)):
                 if self.generation[name] != new.generation[name]:
                     diffs.append(f"{name} {_show(self.generation[name])} -> {_show(new.generation[name])}")
+        for suite in sorted(set(self.settings) & set(new.settings)):
+            old_opts, new_opts = self.settings[suite], new.settings[suite]
+            for name in sorted(set(old_opts) | set(new_opts)):
+                if old_opts.get(name) != new_opts.get(name):
+                    diffs.append(f"{suite} {name} {_show(old_opts.get(name))} -> {_show(new_opts.get(name))}")
         for suite in sorted(set(self.data) & set(new.data)):
             if _same_file(self.data[suite], new.data[suite]):
                 continue
@@ -139,6 +145,7 @@ def write_config(folder: str | Path, config: RunConfig) -> RunConfig:
         config = config.model_copy(update={
             "suites": sorted(set(old.suites) | set(config.suites)),
             "data": {**old.data, **config.data},
+            "settings": {**old.settings, **config.settings},
             "resumed": old.resumed + 1,
         })
     path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")

@@ -12,10 +12,11 @@ from typing import Any, Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["Status", "STATUSES", "EvalRecord", "record_problem"]
+__all__ = ["Status", "STATUSES", "UNSUPPORTED", "EvalRecord", "record_problem"]
 
-# How a sample ended: the first three are judged, the next three score 0, the last two are
-# left out of the score.
+# How a sample ended: the first three are judged, the next three score 0, the last three are
+# left out of the score. `unsupported`: this environment cannot run the task (it needs the
+# network, a script that is not shipped...); `unsupported_judge` is its name in older run folders.
 Status = Literal[
     "completed",
     "task_limit_reached",
@@ -23,10 +24,13 @@ Status = Literal[
     "context_limit",
     "agent_error",
     "timeout",
+    "unsupported",
     "unsupported_judge",
     "task_error",
 ]
 STATUSES: tuple[str, ...] = get_args(Status)
+# Not judged, not in the score, and not a failure of the task's environment either.
+UNSUPPORTED: frozenset[str] = frozenset({"unsupported", "unsupported_judge"})
 
 
 class EvalRecord(BaseModel):
@@ -41,7 +45,7 @@ class EvalRecord(BaseModel):
     category: str = ""
     model: str = ""
     seed: int = 0
-    # None = not judged (unsupported_judge, task_error): not counted in the score.
+    # None = not judged (unsupported, task_error): not counted in the score.
     score: Optional[float] = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     passed: Optional[bool] = None
     detail: str = ""

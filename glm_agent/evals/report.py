@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from glm_agent.evals.config import RunConfig, read_config
-from glm_agent.evals.record import STATUSES, EvalRecord
+from glm_agent.evals.record import STATUSES, UNSUPPORTED, EvalRecord
 from glm_agent.evals.runs import RunFolderError, latest_records, mixed_models_warning, read_runs
 from glm_agent.evals.suites import SUITE_NAMES, SUITES
 from glm_agent.evals.task import wilson
@@ -41,6 +41,8 @@ def summarize(records: list[EvalRecord], suites: dict[str, Any] | None = None) -
         lo, hi = wilson(sum(scores), len(scores))
         statuses = Counter(r.status for r in rs)
         suite = suites.get(name)
+        # Tasks this environment cannot run: out of the score, but counted with their reasons.
+        reasons = Counter(r.detail or "(no reason given)" for r in rs if r.status in UNSUPPORTED)
         entry = {
             "n": len(rs),
             "judged": len(scores),
@@ -50,6 +52,8 @@ def summarize(records: list[EvalRecord], suites: dict[str, Any] | None = None) -
             "success_rate": passed / len(scores) if scores else 0.0,
             "metric": getattr(suite, "metric", "success rate"),
             "statuses": {s: statuses[s] for s in STATUSES if statuses.get(s)},
+            "unsupported": sum(reasons.values()),
+            "unsupported_reasons": dict(reasons.most_common()),
             "avg_steps": _mean([r.steps for r in rs]),
             "avg_prompt_tokens": _mean([r.prompt_tokens for r in rs]),
             "avg_completion_tokens": _mean([r.completion_tokens for r in rs]),
@@ -115,6 +119,18 @@ def render_markdown(summary: dict[str, Any], records: list[EvalRecord], config: 
         f"![scores]({CHART_FILE})",
         "",
     ]
+    for name, s in summary["suites"].items():
+        if s.get("unsupported"):
+            lines += [
+                f"### {name}: {s['unsupported']} unsupported (not in the score)",
+                "",
+                "These tasks cannot run in this environment; the reasons:",
+                "",
+                "| tasks | reason |",
+                "|---:|---|",
+            ]
+            lines += [f"| {n} | {_cell(reason, 300)} |" for reason, n in s["unsupported_reasons"].items()]
+            lines.append("")
     for name, s in summary["suites"].items():
         cats = s.get("per_category") or {}
         if len(cats) > 1:

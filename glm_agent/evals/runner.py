@@ -23,7 +23,7 @@ from typing import Any, Callable, Union
 from glm_agent.core.contracts import GenerationSettings
 from glm_agent.core.errors import ContextOverflowError
 from glm_agent.evals.config import RunConfig, check_resume, write_config
-from glm_agent.evals.record import EvalRecord
+from glm_agent.evals.record import UNSUPPORTED, EvalRecord
 from glm_agent.evals.report import write_report
 from glm_agent.evals.runs import RUNS_FILE, RunFolderError, RunsLog, append_record, latest_records
 from glm_agent.evals.task import (
@@ -81,6 +81,7 @@ class EvalRunner:
             model=self.model_name,
             suites=[s.name for s in self.suites],
             data={s.name: _data_path(s.data) for s in self.suites},
+            settings={s.name: s.settings() for s in self.suites if s.settings()},
             limit=self.limit,
             concurrency=self.concurrency,
             seed=self.seed,
@@ -160,7 +161,7 @@ class EvalRunner:
             try:
                 env = await suite.setup(sample, workspace)
             except UnsupportedSample as exc:
-                _update(record, status="unsupported_judge", detail=str(exc))
+                _update(record, status="unsupported", detail=str(exc))
                 return record
             except EnvironmentSetupError as exc:
                 _update(record, status="task_error", detail=f"environment setup failed: {exc}")
@@ -184,6 +185,9 @@ class EvalRunner:
                     workspace=workspace,
                     session_id=f"{suite.name}-{_safe(sample.id)}",
                 )
+            except UnsupportedSample as exc:  # an oracle with no gold that works here
+                _update(record, status="unsupported", detail=str(exc))
+                return record
             except Exception as exc:
                 _update(record, status="agent_error", detail=f"could not build the agent: {exc}",
                         error=traceback.format_exc(limit=6))
@@ -219,15 +223,16 @@ class EvalRunner:
                 try:
                     judgement = await suite.judge(sample, env, result)
                 except UnsupportedSample as exc:
-                    _update(record, status="unsupported_judge", detail=str(exc))
-                    judgement = None
+                    judgement = Judgement.unsupported(str(exc))
                 except Exception as exc:
                     judgement = Judgement(0.0, detail=f"judge failed: {type(exc).__name__}: {exc}")
                     record.error = traceback.format_exc(limit=6)
-                if judgement is not None:
+                if judgement.status == "unsupported":
+                    _update(record, status="unsupported", detail=judgement.detail, judge=judgement.info)
+                else:
                     _update(record, score=judgement.score, passed=judgement.passed,
                         detail=judgement.detail, judge=judgement.info)
-            elif record.status not in ("unsupported_judge", "task_error"):
+            elif record.status not in UNSUPPORTED and record.status != "task_error":
                 _update(record, score=0.0, passed=False)
             return record
         finally:

@@ -58,12 +58,18 @@ class EnvironmentSetupError(GlmAgentError, RuntimeError):
 
 
 class UnsupportedSample(Exception):
-    """The sample cannot be run or judged here (e.g. its check script is not shipped).
+    """This environment cannot run or judge the sample (it needs the network, a script that
+    is not shipped, a gold answer that is broken upstream...); the message is the reason.
 
-    Raised by `Suite.setup`; the runner records status `unsupported_judge` without calling the
-    model, and the sample does not count towards the score. A control-flow signal between a
-    suite and the runner, never shown to a user as an error.
+    Raised by `Suite.setup` or `Suite.judge` (or return `Judgement.unsupported(reason)` from
+    `judge`); the runner records status `unsupported`, the sample stays out of the score and the
+    report counts the reasons. A control-flow signal between a suite and the runner, never shown
+    to a user as an error.
     """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -85,6 +91,12 @@ class Judgement:
     passed: bool | None = None
     detail: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    # "unsupported": the judge cannot decide here (see `UnsupportedSample`); the score is ignored.
+    status: str | None = None
+
+    @classmethod
+    def unsupported(cls, reason: str, **info: Any) -> "Judgement":
+        return cls(0.0, passed=False, detail=reason, info=info, status="unsupported")
 
     def __post_init__(self) -> None:
         self.score = float(self.score)
@@ -194,6 +206,11 @@ class Suite:
     def oracle(self, sample: Sample) -> list[Any]:
         """ScriptedModel turns that replay the sample's gold actions."""
         raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Options of this suite that change its scores (e.g. the judge mode): recorded in the run
+        folder's config.json, and resuming with other values is refused."""
+        return {}
 
     def aggregate(self, records: list[EvalRecord]) -> dict[str, Any]:
         """Suite-level summary beyond the generic one (e.g. per-category scores)."""

@@ -56,6 +56,35 @@ _END = object()
 _UNSET = object()
 
 
+def _default_constrained() -> bool:
+    import os
+
+    from glm_agent.models.constrain import available
+
+    return os.environ.get("GLM_AGENT_CONSTRAINED", "1").strip().lower() not in ("0", "false", "no", "off") and available()
+
+
+class _PlainParser:
+    """tool_choice "none": the turn is text only, cut at the stop strings (no call is read)."""
+
+    def __init__(self, stops):
+        from glm_agent.models.dialects.base import StopScanner
+
+        self._scanner = StopScanner(stops)
+
+    @property
+    def stopped(self) -> bool:
+        return self._scanner.hit
+
+    def feed(self, text: str) -> list:
+        out = self._scanner.feed(text)
+        return [TextDelta(text=out)] if out else []
+
+    def finish(self) -> list:
+        out = self._scanner.flush()
+        return [TextDelta(text=out)] if out else []
+
+
 def sampling_params(settings: GenerationSettings) -> SamplingParams:
     """The engine's sampling parameters for the runtime's settings (ValueError when out of range)."""
     return SamplingParams(
@@ -124,6 +153,11 @@ class LocalModel:
         max_depth, schedule).
     tool_result_nudge: text appended to tool results (default: the checkpoint's choice; the
         embedded Qwen-Coder needs it to stop re-calling tools). Pass "" to disable.
+    constrained: grammar-constrained tool calls (`glm_agent.models.constrain`): once the model
+        opens a call, its name is one of the tools and its arguments match the tool's schema.
+        Default: on when llguidance is installed, unless $GLM_AGENT_CONSTRAINED is "0";
+        `GenerationSettings.constrained` overrides it per request. `tool_choice` "required" /
+        named and `response_format` always use the grammar (not on the APAR path).
     """
 
     batches = True  # concurrent streams decode in one batch (servers need not queue them)
@@ -145,8 +179,12 @@ class LocalModel:
         apar_tokens: tuple[str, str] | None = None,
         apar_options: dict | None = None,
         cache_quantized: bool = True,
+        constrained: bool | None = None,
     ):
         self.path_or_name = str(path_or_name)
+        self.constrained = _default_constrained() if constrained is None else constrained
+        # What the last constrained turn's masks cost (bench/constrained.py reads it).
+        self.constraint_stats: dict[str, float] = {}
         self.name = f"local:{self.path_or_name}"
         self.device = device
         self.dtype = dtype
@@ -381,6 +419,14 @@ class LocalModel:
 
             apar = AparDecoder(self.engine, AparTokens.from_tokenizer(tok, *(self._apar_tokens or (None, None))),
                                **self._apar_options)
+        from glm_agent.models.constrain import normalize_tool_choice
+
+        try:
+            choice = normalize_tool_choice(settings.tool_choice, tools)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        if choice == "none":
+            tools = []  # the model is not shown tools and no call is read from its text
         # Only the template's markup may become control tokens: a `<|im_start|>system` inside a
         # tool result or a web page is encoded as the text it is.
         ids = tok.encode_prompt(self.render_prompt(messages, tools))
@@ -395,9 +441,12 @@ class LocalModel:
         sampling = sampling_params(settings)
         dialect = self.dialect
         # The parser cuts the text at the dialect's and the caller's stop strings.
-        parser = dialect.parser(tools, stop=settings.stop)
+        parser = dialect.parser(tools, stop=settings.stop) if choice != "none" else \
+            _PlainParser((*dialect.stop_strings, *settings.stop))
         stop_ids = set(tok.eos_ids) | set(self.checkpoint.config.eos_token_ids)
+        constraint = None if apar is not None else self._constraint(tools, choice, settings, dialect.name, stop_ids)
         detok = tok.detokenizer()
+        said: list[str] = []  # the turn's text, to find a call the token limit cut off
         finish = "length"
         n = 0
         saw_call = False
@@ -406,6 +455,7 @@ class LocalModel:
             nonlocal saw_call
             if not text:
                 return
+            said.append(text)
             for ev in parser.feed(text):
                 saw_call |= isinstance(ev, ToolCallReady)
                 put(ev)
@@ -418,7 +468,8 @@ class LocalModel:
                 hold.enter_context(scheduler.exclusive())
                 gen = apar.generate(ids, max_new, sampling, stop_token_ids=stop_ids)
             else:
-                gen = cancel.generation = scheduler.submit(ids, max_new, sampling, stop_token_ids=stop_ids)
+                gen = cancel.generation = scheduler.submit(ids, max_new, sampling, stop_token_ids=stop_ids,
+                                                           logits_processor=constraint)
                 if cancel.is_set():  # the caller left while it was being submitted
                     gen.close()
             hold.callback(gen.close)  # frees the stream's KV blocks (runs before the engine is let go)
@@ -438,16 +489,45 @@ class LocalModel:
                     break
             if cancel.is_set():  # closed from outside while waiting for a token
                 finish = "cancelled"
+        cut = None
         if finish != "cancelled":
             emit(detok.flush())  # nothing, once a stop string was seen
+            if finish == "length" and choice != "none":
+                from glm_agent.models.constrain import cut_off_call
+
+                cut = cut_off_call("".join(said), dialect.name, tools)
             for ev in parser.finish():
+                if cut is not None and not (isinstance(ev, ToolCallReady) and ev.call.arguments_error is None):
+                    continue  # the unfinished call's text, or the parser's broken reading of it
                 saw_call |= isinstance(ev, ToolCallReady)
                 put(ev)
+            if cut is not None:  # an error for the agent to report, not an answer: finish stays "length"
+                put(ToolCallReady(call=cut))
+                saw_call = False
+        self.constraint_stats = {} if constraint is None else {
+            "mask_seconds": constraint.mask_seconds, "masked_steps": constraint.masked_steps,
+            "tokens": n, "calls_opened": constraint.calls_opened,
+        }
         if saw_call:
             finish = "tool_calls"
         used = apar.stats.tokens if apar is not None else n  # APAR: every stream's tokens
         cached = 0 if apar is not None else gen.cached_tokens
         put(ModelDone(finish_reason=finish, prompt_tokens=len(ids), completion_tokens=used, cached_tokens=cached))
+
+    def _constraint(self, tools, choice, settings: GenerationSettings, dialect: str, stop_ids):
+        """The turn's grammar constraint (None: nothing to constrain, or constraints are off)."""
+        from glm_agent.models.constrain import CallConstraint, available, response_schema
+
+        forced = choice not in ("auto", "none") or response_schema(settings.response_format) is not None
+        on = self.constrained if settings.constrained is None else settings.constrained
+        if not forced and not (on and tools and choice == "auto"):
+            return None
+        if not available():
+            raise ModelError('tool_choice "required"/named and response_format need llguidance: '
+                             'pip install "glm-agent[engine]" (or pip install llguidance)')
+        return CallConstraint(self.tokenizer, self.engine.vocab_size, tools, dialect, tool_choice=choice,
+                              response_format=settings.response_format, stop_ids=sorted(stop_ids),
+                              greedy=settings.temperature == 0 and settings.repetition_penalty == 1.0)
 
     async def complete(
         self, messages: list[Message], tools: list[ToolSpec] = (), settings: GenerationSettings | None = None

@@ -11,6 +11,10 @@ that a `<|im_start|>` inside a tool result is encoded as text, not as the contro
 is followed through the template (`glm_agent.models.template_marks`). When that fails (marks
 cut apart, or a text that differs from the plain rendering), the template is rendered again
 with only the token strings inside content marked, which is safe for any template.
+
+`render_prompt` (the prompt the runtime runs) gives a conversation with tools but no system
+message of its own the `TOOL_SYSTEM` prompt, which says when not to call a tool; `render` stays
+the template's exact output.
 """
 
 from __future__ import annotations
@@ -34,9 +38,30 @@ from glm_agent.engine.prompt import Prompt
 __all__ = [
     "ChatTemplate",
     "ChatTemplateError",
+    "TOOL_SYSTEM",
+    "with_tool_system",
     "messages_to_dicts",
     "find_chat_template",
 ]
+
+
+# Small models offered tools tend to call one for everything (a web search for "thanks").
+# Checkpoint templates fall back to an identity line ("You are Qwen...") that says nothing about
+# when not to call; this default says it. A system prompt of the caller's own is left alone.
+TOOL_SYSTEM = (
+    "You are a helpful assistant with tools. Call a tool only when the request needs one. "
+    "Reply directly, without any tool call, to greetings, thanks and small talk, to writing "
+    "tasks, and to questions you can answer from your own knowledge."
+)
+
+
+def with_tool_system(messages: Sequence[Message | dict], system: str = TOOL_SYSTEM) -> list[Message | dict]:
+    """`messages` with `system` in front when they have no system message of their own."""
+    first = messages[0] if messages else None
+    role = first.get("role") if isinstance(first, dict) else getattr(first, "role", None)
+    if role == "system":
+        return list(messages)
+    return [SystemMessage(content=system), *messages]
 
 
 class ChatTemplateError(ModelError):
@@ -162,16 +187,21 @@ class ChatTemplate:
         tools: Sequence[ToolSpec | dict] | None = None,
         add_generation_prompt: bool = True,
         markup_tokens: Collection[str] = (),
+        tool_system: str | None = TOOL_SYSTEM,
         **extra: Any,
     ) -> Prompt:
         """The rendered text plus where message content is in it (see the module docstring).
 
         markup_tokens: the tokenizer's special and added token strings; the fallback marks
         their occurrences inside content. Without them the fallback marks all text as content.
+        tool_system: the system prompt used when tools are offered and the conversation has
+        none of its own (see `with_tool_system`); None renders exactly what the template does.
         """
         from glm_agent.models.template_marks import mark_content, sanitized
 
         schemas = [t.openai_schema() if isinstance(t, ToolSpec) else dict(t) for t in tools or ()] or None
+        if schemas and tool_system:
+            messages = with_tool_system(messages, tool_system)
         dicts = sanitized(messages_to_dicts(messages))
         schemas = sanitized(schemas)
         plain = self._render(self._template, dicts, schemas, add_generation_prompt, extra)

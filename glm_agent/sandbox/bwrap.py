@@ -13,11 +13,17 @@ namespace can be made (no nested namespaces in which code would hold capabilitie
 bubblewrap reads its arguments from a file in a host-only folder (`--args 3`), so that the
 sandbox's /proc/1/cmdline (bubblewrap itself) shows neither bind sources nor environment.
 It reads the seccomp filter (seccomp.py) from another file there (`--seccomp 4`).
+
+With `SandboxConfig.writable_root` the root is instead a copy-on-write overlay of the host's
+(rootfs.py builds it in its own namespaces just before bubblewrap runs): writable, private to
+this sandbox and gone with it; hidden paths stay hidden, and root inside keeps a container's
+capabilities within its own user namespace (host root only; see rootfs.py).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +37,7 @@ from glm_agent.sandbox.errors import SandboxUnavailableError
 from glm_agent.sandbox.hostdir import make_private_dir, remove_tree
 from glm_agent.sandbox.interpreter import rebound_folders
 from glm_agent.sandbox.limits import PidsCgroup, pids_cgroup_root, rlimit_argv
+from glm_agent.sandbox.rootfs import foreign_private_dirs, launcher_path
 
 __all__ = ["Sandbox", "Bind", "find_bwrap", "check_bwrap", "bwrap_available", "SANDBOX_HOME"]
 
@@ -38,6 +45,12 @@ __all__ = ["Sandbox", "Bind", "find_bwrap", "check_bwrap", "bwrap_available", "S
 Bind = Tuple[str, str, bool]
 
 SANDBOX_HOME = "/tmp/home"
+# What root keeps in a writable-root sandbox: most of Docker's default set, enough for useradd,
+# chown, su and package scripts, in a user namespace where the host's other users are unmapped
+# (so these never apply to their files). Not CAP_SETFCAP (file capabilities written there would
+# hold on the host) nor CAP_MKNOD.
+ROOT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+             "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE")
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -190,6 +203,9 @@ class Sandbox:
         self._private: Path | None = None
         self._args_files = 0
         self._seccomp_file: Path | None = None
+        self._root_mount: Path | None = None  # the writable root of the last command()
+        # The command is the sandbox's PID 1 (bubblewrap --as-pid-1): it must reap orphans.
+        self.as_pid_1 = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -232,12 +248,17 @@ class Sandbox:
         return None
 
     def hidden_paths(self) -> list[str]:
-        """The configured hidden paths that exist on the host, resolved."""
+        """The configured hidden paths that exist on the host, resolved (with a writable root
+        as root, also the folders of other users that root inside may not list)."""
         hidden: list[str] = []
         for path in self.config.hidden:
             real = os.path.realpath(os.path.expanduser(path))
             if real not in hidden and real != "/" and os.path.exists(real):
                 hidden.append(real)
+        if self.config.writable_root and self.isolated and os.geteuid() == 0:
+            for path in foreign_private_dirs(tuple(sorted(hidden))):
+                if not any(_under(path, h) for h in hidden):
+                    hidden.append(path)
         return hidden
 
     def rebound_folders(self) -> list[str]:
@@ -280,6 +301,7 @@ class Sandbox:
         prefix: list[str] = self.cgroup.enter_argv() if self.cgroup else []
         if self.isolated:
             assert self.bwrap
+            spec = self._root_spec() if self.config.writable_root else None
             args_file = self._write_args(self._bwrap_args(full_env, binds))
             filter_file = self._write_seccomp()
             if filter_file is None:
@@ -287,6 +309,8 @@ class Sandbox:
             else:  # the args file holds `--seccomp 4`
                 prefix += ["/bin/sh", "-c", 'f=$1; shift; exec "$@" 3<"$0" 4<"$f"', str(args_file),
                            str(filter_file)]
+            if spec is not None:
+                prefix += [self.python, "-I", launcher_path(), json.dumps(spec), "--"]
             prefix += [self.bwrap, "--args", "3", "--"]
             launch_env = {"PATH": _SYSTEM_PATH}
             cwd = "/"
@@ -308,6 +332,17 @@ class Sandbox:
                 os.chmod(self._private_path, 0o700)
                 self._private = self._private_path
         return self._private
+
+    def _hidden_files(self) -> list[str]:
+        return [p for p in self.hidden_paths() if not os.path.isdir(p)]
+
+    def _root_spec(self) -> dict:
+        """What rootfs.py needs: where to mount the root (a new host-only folder: each
+        launch gets a fresh root), its size, and the hidden files it replaces."""
+        path = self.private_dir() / f"root-{self._args_files + 1}"
+        path.mkdir(mode=0o700)
+        self._root_mount = path
+        return {"mnt": str(path), "size_mb": self.config.root_size_mb, "hide_files": self._hidden_files()}
 
     def _write_args(self, args: Sequence[str]) -> Path:
         if any("\0" in a for a in args):
@@ -345,14 +380,21 @@ class Sandbox:
         # not exist on the host (/mnt/data, /task ...) can still be created; it is made
         # read-only again at the end.
         args: list[str] = []
-        for entry in sorted(os.listdir("/")):
-            path = "/" + entry
-            if entry in ("proc", "dev", "tmp"):
-                continue
-            if os.path.islink(path):
-                args += ["--symlink", os.readlink(path), path]
-            elif os.path.exists(path):
-                args += ["--ro-bind", path, path]
+        cow = cfg.writable_root
+        if cow:  # rootfs.py built it (command() names it just before this call)
+            assert self._root_mount is not None
+            args += ["--bind", str(self._root_mount / "root"), "/"]
+            if os.path.isdir("/sys"):  # not in the overlays (rootfs.SKIPPED): read-only, as before
+                args += ["--ro-bind", "/sys", "/sys"]
+        else:
+            for entry in sorted(os.listdir("/")):
+                path = "/" + entry
+                if entry in ("proc", "dev", "tmp"):
+                    continue
+                if os.path.islink(path):
+                    args += ["--symlink", os.readlink(path), path]
+                elif os.path.exists(path):
+                    args += ["--ro-bind", path, path]
         args += ["--dev", "/dev", "--proc", "/proc",
                  "--size", str(cfg.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"]
         hidden = self.hidden_paths()
@@ -366,21 +408,28 @@ class Sandbox:
         binds.append(("--bind", str(self.workspace), cfg.workspace_mount))
         for host, inside, writable in extra:
             binds.append(("--bind" if writable else "--ro-bind", host, inside))
-        args += _open_up([inside for _, _, inside in binds], hidden)
+        if not cow:  # a writable root can hold any mount point
+            args += _open_up([inside for _, _, inside in binds], hidden)
         for real in sorted(hidden):
             if os.path.isdir(real):
                 args += ["--tmpfs", real]
-            else:
+            elif not cow:  # rootfs.py put a stand-in in the root's upper layer
                 args += ["--ro-bind", "/dev/null", real]
         # Bring back what the interpreter needs from hidden directories and /tmp, read-only.
         for p in rebound_folders(self.python, hidden):
             args += ["--ro-bind", p, p]
         for flag, host, inside in binds:
             args += [flag, host, inside]
-        args += ["--dir", SANDBOX_HOME, "--remount-ro", "/"]
+        args += ["--dir", SANDBOX_HOME] + ([] if cow else ["--remount-ro", "/"])
         args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
                  "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-        if _userns_ok(self.bwrap):
+        if self.as_pid_1:
+            args.append("--as-pid-1")
+        if cow and os.geteuid() == 0:
+            # rootfs.py's user namespace maps many ids (useradd, su) and allows no nested one.
+            for cap in ROOT_CAPS:
+                args += ["--cap-add", cap]
+        elif _userns_ok(self.bwrap):
             args += ["--unshare-user", "--disable-userns"]
         if self._filtered():
             args += ["--seccomp", "4"]  # command() opens the filter's file as fd 4
@@ -416,7 +465,9 @@ class Sandbox:
             refused = _seccomp_refused(self.bwrap, seccomp.host_arch())
             filtered = ("seccomp filter (fallocate, io_uring, keyrings, bpf, userfaultfd, perf refused)"
                         if refused is None else f"NO seccomp filter ({refused})")
-            where = (f"bubblewrap: read-only /, private /tmp, {'host network' if cfg.network else 'no network'}, "
+            root = (f"writable copy-on-write / ({cfg.root_size_mb} MiB, discarded at the end)"
+                    if cfg.writable_root else "read-only /")
+            where = (f"bubblewrap: {root}, private /tmp, {'host network' if cfg.network else 'no network'}, "
                      f"own PID namespace, no capabilities, {userns}, {filtered}, "
                      f"workspace at {cfg.workspace_mount}")
         else:

@@ -20,7 +20,9 @@ def _default_hidden() -> tuple[str, ...]:
     # Home directories hold keys, tokens and shell history; /run holds host sockets that a
     # network namespace does not cover (unix sockets live in the file system).
     home = os.path.expanduser("~")
-    paths = [home, "/root", "/home", "/run", "/var/run", "/etc/shadow", "/etc/gshadow", "/etc/ssh"]
+    # The password files' backups ("-") hold the same hashes.
+    paths = [home, "/root", "/home", "/run", "/var/run", "/etc/shadow", "/etc/gshadow", "/etc/shadow-",
+             "/etc/gshadow-", "/etc/ssh"]
     return tuple(dict.fromkeys(paths))
 
 
@@ -43,6 +45,11 @@ class SandboxConfig:
             entries of any kind); code that goes over is stopped. None: no limit.
         unsafe_no_sandbox: run without namespaces (resource limits only) when bubblewrap is
             missing. Sandboxed code can then read and write everything the user can.
+        writable_root: give the sandbox a writable copy-on-write root that starts as the
+            host's and is thrown away when the sandbox ends (see rootfs.py); root inside keeps
+            most capabilities a container's root has (chown, setuid ...) in its own user
+            namespace, so `useradd` and installs into /usr/local work. Off: read-only root.
+        root_size_mb: the most a writable root may take (a tmpfs), changes to it included.
     """
 
     memory_mb: int | None = 4096
@@ -60,6 +67,8 @@ class SandboxConfig:
     unsafe_no_sandbox: bool = False
     workspace_quota_mb: int | None = 2048
     workspace_max_files: int | None = 100_000
+    writable_root: bool = False
+    root_size_mb: int = 1024
 
     def __post_init__(self) -> None:
         # Accept lists and dicts from callers; store hashable tuples.
@@ -77,6 +86,8 @@ class SandboxConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"SandboxConfig.{name} must be positive or None, got {value!r}")
+        if self.root_size_mb <= 0:
+            raise ValueError(f"SandboxConfig.root_size_mb must be positive, got {self.root_size_mb!r}")
         if self.timeout <= 0:
             raise ValueError(f"SandboxConfig.timeout must be positive, got {self.timeout!r}")
         if not self.workspace_mount.startswith("/"):

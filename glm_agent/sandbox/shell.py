@@ -35,8 +35,12 @@ class CommandResult:
     duration: float = 0.0
     # Set when the workspace went over its quota and the command was killed for it.
     quota_exceeded: bool = False
-    # What the model should know besides the output (quota state), or None.
+    # What the model should know besides the output (quota state, a restarted shell), or None.
     notice: str | None = None
+    # A persistent shell session had to start a new shell after this command (session.py).
+    restarted: bool = False
+    # stderr, when it was asked for apart (`output` is then stdout alone).
+    stderr: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -83,6 +83,40 @@ def read_chat_request(raw: bytes) -> ChatRequest:
     return parse_chat_request(decode_json(raw))
 
 
+def _tool_choice(choice: Any, tools: list[ToolSpec]) -> str | dict:
+    """What the model is told to do with the (already narrowed) tools: "auto", "none",
+    "required" or {"name": ...}, which a local model enforces with its grammar."""
+    if choice is None or choice == "auto":
+        return "auto"
+    if choice == "none":
+        return "none"
+    if choice == "required":
+        if not tools:
+            raise WireError("'tool_choice' 'required' needs at least one tool in 'tools'.", param="tool_choice")
+        return "required"
+    return {"name": tools[0].name}  # a named choice: the readers above kept that one tool
+
+
+def _response_format(raw: Any) -> dict | None:
+    """`response_format`: "text" (None), "json_object", or "json_schema" with its `schema`."""
+    if raw is None:
+        return None
+    expect_type(raw, dict, "response_format")
+    kind = raw.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise WireError(f"Invalid value for 'response_format.type': {kind!r}. Supported: 'text', 'json_object', "
+                        "'json_schema'.", param="response_format.type")
+    spec = raw.get("json_schema")
+    expect_type(spec, dict, "response_format.json_schema")
+    schema = spec.get("schema", {"type": "object"})
+    expect_type(schema, dict, "response_format.json_schema.schema")
+    return {"type": "json_schema", "json_schema": {"name": spec.get("name", "response"), "schema": schema}}
+
+
 def _parse(body: Any) -> ChatRequest:
     expect_type(body, dict, "body")
     check_json_value(body)  # before anything reads it: the readers below recurse and expect text
@@ -102,6 +136,8 @@ def _parse(body: Any) -> ChatRequest:
             raise WireError("'function_call' goes with the legacy 'functions'; with 'tools' use 'tool_choice'.", param="function_call")
         tools = tool_choice_from_openai(tools_from_openai(body.get("tools")), body.get("tool_choice"))
     settings = settings_from_openai(body)
+    settings.tool_choice = _tool_choice(body.get("function_call") if legacy else body.get("tool_choice"), tools)
+    settings.response_format = _response_format(body.get("response_format"))
     n = body.get("n")
     if n is not None and expect_type(n, int, "n") != 1:
         raise WireError("Invalid 'n': this server returns one choice per request (n=1).", param="n")

@@ -41,7 +41,46 @@ def per_sample(turns_for):
     return factory
 
 
+# AgentBench's checker file, as shipped in data/os_interaction/scripts/N/check/.
+INTEGER_MATCH_PY = "from sys import argv\nif int(argv[1]) == int(argv[2]): exit(0)\nexit(1)"
+
+
+def agentbench_os_layout(root: Path) -> Path:
+    """A small copy of AgentBench's layout under `root`: `data/os_interaction/data/1/tasks.json`
+    with `scripts/1/` (init, example and check files) and `configs/tasks/os.yaml`. Task 0 counts
+    files (init file, example file, check list [null, integer-match]); task 1 is an action whose
+    check list has no null (its check reads the answer as $1). Returns the os_interaction folder."""
+    base = root / "data" / "os_interaction"
+    files = {
+        "scripts/1/init/make.sh": "mkdir -p /root/d && touch /root/d/a /root/d/b /root/d/c\n",
+        "scripts/1/example/count.sh": "ls /root/d | wc -l\n",
+        "scripts/1/check/integer-match.py": INTEGER_MATCH_PY,
+        "scripts/1/check/made.sh": 'test -f /root/made && [ "$1" = yes ]\n',
+    }
+    for rel, text in files.items():
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_text(text)
+    tasks = [
+        {"description": "How many files are in /root/d?", "create": {"local": "default", "init": {"file": "init/make.sh"}},
+         "evaluation": {"check": [None, {"language": "python", "file": "check/integer-match.py"}],
+                        "example": {"file": "example/count.sh"}}, "labels": ["file"]},
+        {"description": "Create /root/made and say yes.",
+         "evaluation": {"check": [{"file": "check/made.sh"}], "example": {"code": "touch /root/made; echo yes"}},
+         "labels": ["action"]},
+    ]
+    (base / "data" / "1").mkdir(parents=True)
+    (base / "data" / "1" / "tasks.json").write_text(json.dumps(tasks, indent=1))
+    config = root / "configs" / "tasks" / "os.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        "os-std:\n  module: src.server.tasks.os_interaction.OSInteraction\n  parameters:\n    name: os-std\n"
+        "    data_config:\n      files:\n        - problem_file: data/os_interaction/data/1/*.json\n"
+        "          script_dir: data/os_interaction/scripts/1/\n          index_prefix: \"std-001-\"\n"
+    )
+    return base
+
+
 @pytest.fixture
 def ev() -> SimpleNamespace:
     return SimpleNamespace(agentbench_file=agentbench_file, run_suite=run_suite, records=records,
-                           per_sample=per_sample)
+                           per_sample=per_sample, agentbench_os_layout=agentbench_os_layout)

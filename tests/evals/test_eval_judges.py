@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -11,7 +12,15 @@ from glm_agent.evals.suites import make_suite
 from glm_agent.evals.suites.db import answers_match, parse_final_answer
 from glm_agent.evals.suites.fc import check_calls
 from glm_agent.evals.suites.math import extract_number, numbers_match
-from glm_agent.evals.suites.os import integer_match, parse_answer, size_match, string_match
+from glm_agent.evals.suites.os_judges import (
+    MATCHERS,
+    integer_match,
+    match_answer,
+    matchers,
+    parse_answer,
+    size_match,
+    string_match,
+)
 from glm_agent.evals.suites.web import reward
 
 
@@ -146,13 +155,74 @@ async def test_math_wrong_agent_fails(ev, tmp_path):
 
 
 # -- os ----------------------------------------------------------------------------------------
-def test_os_matchers_and_answer_parsing():
-    assert integer_match("There are 5 files.", "5\n") and not integer_match("6", "5")
-    assert string_match(" log ", "log") and not string_match("log2", "log")
-    assert size_match("8.0K", "8K") and size_match("8192", "8.0K") and not size_match("12K", "8.0K")
+def test_os_checkers_are_agentbench_exact():
+    """AgentBench's check/*.py: int(argv[1]) == int(argv[2]), sizes equal in bytes, newlines normalised."""
+    assert integer_match("5", "5\n") and integer_match(" 5 ", "5") and not integer_match("6", "5")
+    assert not integer_match("There are 5 files.", "5\n")  # their int() raises: the task fails
+    assert not integer_match("5.0", "5") and not integer_match("", "5")
+    assert size_match("8K", "8192") and size_match("4.0M".replace(".0", ""), "4194304")
+    assert not size_match("8.0K", "8K")  # int("8.0") raises upstream
+    assert not size_match("8200", "8192") and not size_match("7.9K", "8K")  # no slack
+    # Where upstream cannot read the expected value itself (du -h's "6.1G"), sizes compare exactly.
+    assert size_match("6.1G", "6.1G\n") and not size_match("6.2G", "6.1G") and not size_match("", "6.1G")
+    assert string_match(" log\r\n", "log") and not string_match("log2", "log")
     assert parse_answer("Think: done\nAct: answer(3)") == "3"
     assert parse_answer("I counted them.\nAnswer: 17") == "17"
+    assert parse_answer("Answer: a.txt\nb.txt\n") == "a.txt\nb.txt"  # answers may span lines
     assert parse_answer("17") == "17"
+
+
+def test_os_lenient_checkers_are_a_choice():
+    lenient = matchers("lenient")
+    assert lenient["integer-match"]("There are 5 files.", "5\n")
+    assert lenient["size-match"]("8.0K", "8192") and lenient["size-match"]("8200", "8192")
+    assert matchers("agentbench") is MATCHERS
+    assert match_answer(" no ", {"answer": "no", "strip": True})
+    assert not match_answer("no", {"answer": "no ", "strip": True})  # AgentBench: expected as written
+    assert match_answer("no", {"answer": "no ", "strip": True}, "lenient")
+    with pytest.raises(ValueError, match="agentbench, lenient"):
+        matchers("loose")
+
+
+def _os_task_file(tmp_path, tasks):
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    return path
+
+
+def _bwrap():
+    from glm_agent.sandbox.bwrap import bwrap_available
+
+    if not bwrap_available():
+        pytest.skip("bubblewrap cannot create namespaces here")
+
+
+async def test_os_judge_modes_through_the_runner(ev, tmp_path):
+    """A wordy integer answer fails AgentBench's judge and passes the lenient one; the mode is
+    recorded in config.json."""
+    _bwrap()
+    base = ev.agentbench_os_layout(tmp_path / "ab")
+    wordy = ev.per_sample(lambda suite, sample: ["Answer: There are 3 files."])
+    scores = {}
+    for mode in ("agentbench", "lenient"):
+        suite = make_suite("os", data=base, judge=mode)
+        suite._samples = suite.samples()[:1]
+        summary = await ev.run_suite(suite, wordy, tmp_path / mode)
+        scores[mode] = summary["suites"]["os"]["score"]
+        assert json.loads((tmp_path / mode / "config.json").read_text())["settings"] == {"os": {"judge": mode}}
+    assert scores == {"agentbench": 0.0, "lenient": 1.0}
+
+
+async def test_os_judge_takes_the_example_stdout_only(ev, tmp_path):
+    """The example's stderr is not part of the expected value (AgentBench appends stdout)."""
+    _bwrap()
+    task = {"description": "Say hello.", "evaluation": {
+        "check": [None, {"language": "python", "file": "check/string-match.py"}],
+        "example": {"code": "echo hello; echo 'warning: noise' >&2"}}}
+    suite = make_suite("os", data=_os_task_file(tmp_path, [task]))
+    summary = await ev.run_suite(suite, ev.per_sample(lambda suite, sample: ["Answer: hello"]), tmp_path / "run")
+    record = ev.records(tmp_path / "run")[0]
+    assert summary["suites"]["os"]["score"] == 1.0, record["detail"]
 
 
 async def test_os_wrong_agents_fail(ev, tmp_path):
@@ -207,3 +277,16 @@ async def test_web_wrong_purchase_through_browser(ev, tmp_path):
     assert 0.0 < s["score"] < 1.0 and s["passed"] == 0
     (r,) = ev.records(tmp_path)
     assert r["judge"]["bought"] == [wrong_id] and "price" in r["detail"]
+
+
+async def test_os_task_no_answer_can_pass_is_unsupported(ev, tmp_path):
+    """An example whose own output its checker rejects (int("five") raises upstream) leaves no
+    answer that passes: the task is `unsupported`, not a failure of the model."""
+    _bwrap()
+    task = {"description": "Count.", "evaluation": {
+        "check": [None, {"language": "python", "file": "check/integer-match.py"}], "example": "echo five"}}
+    summary = await ev.run_suite(make_suite("os", data=_os_task_file(tmp_path, [task])),
+                                 ev.per_sample(lambda suite, sample: ["Answer: 5"]), tmp_path / "run")
+    (record,) = ev.records(tmp_path / "run")
+    assert record["status"] == "unsupported" and "no answer can pass" in record["detail"], record["detail"]
+    assert summary["suites"]["os"]["judged"] == 0

@@ -108,3 +108,37 @@ def test_gsm8k_format(tmp_path):
     (sample,) = make_suite("math", data=path).samples()
     assert sample.gold["number"] == "1005" and sample.id == "test-1"
     assert make_suite("math").oracle(sample)[0].arguments == {"code": "print(1005)"}
+
+
+# -- AgentBench's os_interaction layout: the tasks find their scripts/N/ ----------------------
+def _os_data_forms(root, base):
+    """Every way --data may name the same tasks: the folder, its data/, os.yaml, a JSON list."""
+    listing = root / "files.json"
+    listing.write_text(json.dumps([{"problem_file": "data/os_interaction/data/1/*.json",
+                                    "script_dir": "data/os_interaction/scripts/1/", "index_prefix": "std-001-"}]))
+    return [base, base / "data", root / "configs" / "tasks" / "os.yaml",
+            root / "configs" / "tasks" / "os.yaml#os-std", listing]
+
+
+def test_agentbench_os_layout_finds_its_scripts(ev, tmp_path):
+    base = ev.agentbench_os_layout(tmp_path)
+    for data in _os_data_forms(tmp_path, base):
+        suite = make_suite("os", data=data)
+        samples = suite.samples()
+        assert [s.id for s in samples] == ["std-001-tasks-0", "std-001-tasks-1"], data
+        first = samples[0]
+        # The init, example and check files resolve from scripts/1/ (AgentBench: script_dir + file).
+        assert suite._resolve(first, first.gold["init"][0], "init")[0].startswith("mkdir -p /root/d")
+        assert suite._resolve(first, first.gold["example"], "example")[0] == "ls /root/d | wc -l\n"
+        assert suite._resolve(first, first.gold["judge"]["check"][1], "check")[1] == "python"
+
+
+def test_agentbench_os_config_names_a_set_and_says_what_is_wrong(ev, tmp_path):
+    ev.agentbench_os_layout(tmp_path)
+    config = tmp_path / "configs" / "tasks" / "os.yaml"
+    with pytest.raises(TaskFileError, match="no task set 'os-dev' .*it has: os-std"):
+        make_suite("os", data=f"{config}#os-dev").samples()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- problem_file: nowhere/*.json\n  script_dir: x/\n")
+    with pytest.raises(TaskFileError, match="no task files match 'nowhere/\\*.json'"):
+        make_suite("os", data=bad).samples()

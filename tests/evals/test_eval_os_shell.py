@@ -1,6 +1,6 @@
 """Attack: fill the disk through the OS eval's own `shell` tool (SandboxShellTool, used when
-the suite runs without the project's ShellTool). It goes through the same `run_command` path
-as ShellTool, so the workspace quota watcher stops it: parallel writers, files each under the
+the suite runs without the project's ShellTool). It runs in the same persistent session as
+ShellTool, so the workspace quota watcher stops it: parallel writers, files each under the
 file-size limit, many small files; the model is told, the files can be deleted, and the
 oracle still passes with this tool.
 """
@@ -21,7 +21,7 @@ QUOTA_MB, MAX_FILES = 20, 300
 
 @pytest.fixture
 def env(tmp_path):
-    e = OSEnvironment(tmp_path / "root", tmp_path / "home", timeout=30, workspace_quota_mb=QUOTA_MB,
+    e = OSEnvironment(tmp_path / "root", timeout=30, workspace_quota_mb=QUOTA_MB,
                       workspace_max_files=MAX_FILES)
     yield e
     e.stop()
@@ -47,8 +47,12 @@ async def test_the_fallback_shell_tool_is_stopped_by_the_quota(env, command):
 
 
 async def test_ordinary_commands_keep_their_output_status_and_timeout(env):
-    r = await call(env, "echo hi > note; cat note; ls /home; exit 3")
-    assert r.content.split() == ["hi", "(exit", "status", "3)"] and not r.data["quota_exceeded"], r.content
+    r = await call(env, "cd /tmp; echo hi > /root/note; cat /root/note; ls /home; false")
+    assert r.content.split() == ["hi", "(exit", "status", "1)"] and not r.data["quota_exceeded"], r.content
+    r = await call(env, "pwd; exit 3")  # the session remembered the cd; exit ends the shell, a new one starts
+    assert r.content.split()[:4] == ["/tmp", "(exit", "status", "3)"] and "new shell" in r.content, r.content
+    r = await call(env, "pwd")
+    assert r.content == "/root\n", r.content
     env.timeout = 1
     r = await call(env, "echo started; sleep 60")
     assert r.is_error and "started" in r.content and "timed out after 1 s" in r.content, r.content

@@ -346,3 +346,30 @@ def test_eval_modules_import_one_way():
     cycles = [m for m in graph if m != "glm_agent.evals" and reaches(m, m, {m})]
     assert not cycles, {m: graph[m] for m in cycles}
     assert "glm_agent.evals.runner" not in graph["glm_agent.evals.report"]
+
+
+# -- os: --scripts for task files outside AgentBench's layout; --judge is part of the folder ------
+def test_cli_scripts_option_and_judge_mode(ev, tmp_path):
+    from glm_agent.sandbox.bwrap import bwrap_available
+
+    if not bwrap_available():
+        pytest.skip("bubblewrap cannot create namespaces here")
+    base = ev.agentbench_os_layout(tmp_path / "ab")
+    tasks = tmp_path / "mine" / "tasks.json"  # the task file alone, away from its scripts/1/
+    tasks.parent.mkdir()
+    tasks.write_bytes((base / "data" / "1" / "tasks.json").read_bytes())
+    code, output = cli("run", "os", "--oracle", "--data", tasks, "--out", tmp_path / "a", "--no-progress")
+    assert code == 0, output
+    assert {r["status"] for r in lines(tmp_path / "a")} == {"unsupported"}
+    assert all("--scripts" in r["detail"] for r in lines(tmp_path / "a"))
+    assert "unsupported 2" in output
+    oracle_run(tmp_path / "b", "--data", tasks, "--scripts", base / "scripts" / "1", suite="os")
+    assert [(r["status"], r["score"]) for r in lines(tmp_path / "b")] == [("completed", 1.0)] * 2
+    # The judge mode changes scores: resuming with another one is refused.
+    code, output = cli("run", "os", "--oracle", "--data", tasks, "--scripts", base / "scripts" / "1",
+                       "--judge", "lenient", "--out", tmp_path / "b", "--no-progress")
+    assert code == 2 and "os judge 'agentbench' -> 'lenient'" in output
+    code, output = cli("run", "os", "--oracle", "--judge", "loose", "--out", tmp_path / "c")
+    assert code == 2 and "agentbench" in output
+    code, output = cli("run", "os", "--oracle", "--scripts", tmp_path / "nowhere", "--out", tmp_path / "c")
+    assert code == 2 and "--scripts needs a folder" in output

@@ -18,7 +18,16 @@ from glm_agent.evals.report import write_report
 from glm_agent.evals.runner import sample_seed
 from glm_agent.evals.runs import load_records
 from glm_agent.evals.suites import make_suite
-from glm_agent.evals.task import TaskFileError, select_samples, wilson
+from glm_agent.evals.task import (
+    Judgement,
+    Sample,
+    SampleEnv,
+    Suite,
+    TaskFileError,
+    UnsupportedSample,
+    select_samples,
+    wilson,
+)
 
 
 class RaisingModel:
@@ -319,3 +328,49 @@ async def test_suite_that_cannot_start_fails_its_samples_only(ev, tmp_path):
     assert summary["suites"]["fc"]["statuses"] == {"task_error": 2}
     assert summary["suites"]["db"]["score"] == 1.0
     assert all("could not start" in r["detail"] for r in ev.records(tmp_path) if r["suite"] == "fc")
+
+
+class _TinySuite(Suite):
+    """Three tasks: one needs the network (setup says unsupported), one has a gold answer broken
+    upstream (the judge says unsupported), one runs and passes."""
+
+    name = "tiny"
+
+    def load(self):
+        return [Sample(id=i, prompt=f"task {i}") for i in ("net", "broken", "ok")]
+
+    async def setup(self, sample, workspace):
+        if sample.id == "net":
+            raise UnsupportedSample("needs network: apt-get install sudo")
+        return SampleEnv(tools=[], prompt=sample.prompt, max_steps=2)
+
+    async def judge(self, sample, env, result):
+        if sample.id == "broken":
+            return Judgement.unsupported("the gold SQL is broken upstream", gold="SELEC 1")
+        return Judgement(1.0, detail="fine")
+
+
+async def test_unsupported_is_its_own_status_out_of_the_score(ev, tmp_path):
+    from glm_agent.models.scripted import ScriptedModel
+
+    summary = await ev.run_suite(_TinySuite(), lambda suite, sample: ScriptedModel(["Answer: x"]), tmp_path)
+    by_id = {r["id"]: r for r in ev.records(tmp_path)}
+    assert {i: r["status"] for i, r in by_id.items()} == {"net": "unsupported", "broken": "unsupported", "ok": "completed"}
+    assert by_id["net"]["messages"] == []  # the model never ran
+    assert by_id["broken"]["messages"] and by_id["broken"]["judge"] == {"gold": "SELEC 1"}
+    assert by_id["net"]["score"] is None and by_id["broken"]["score"] is None
+    s = summary["suites"]["tiny"]
+    assert (s["n"], s["judged"], s["score"], s["unsupported"]) == (3, 1, 1.0, 2)
+    assert s["unsupported_reasons"] == {"needs network: apt-get install sudo": 1, "the gold SQL is broken upstream": 1}
+    md = (tmp_path / "report.md").read_text()
+    assert "### tiny: 2 unsupported (not in the score)" in md
+    assert "| 1 | needs network: apt-get install sudo |" in md
+
+
+def test_unsupported_judge_of_older_folders_counts_as_unsupported(tmp_path):
+    from glm_agent.evals.record import EvalRecord
+
+    old = EvalRecord(suite="os", id="a", status="unsupported_judge", detail="check script 'x' is not shipped")
+    (tmp_path / "runs.jsonl").write_text(old.to_line() + "\n")
+    s = write_report(tmp_path)["suites"]["os"]
+    assert (s["judged"], s["unsupported"]) == (0, 1)

@@ -114,7 +114,8 @@ def shell(ws, tool_config):
     async def run(command: str):
         return await tool.call({"command": command}, ToolContext(session_id="security", workspace=ws))
 
-    return run
+    yield run
+    tool.close()  # its shell session and sandbox
 
 
 @pytest.fixture

@@ -489,34 +489,13 @@ print(json.dumps(out))
 def test_shell_quota_holds_when_glm_agent_is_not_root(tmp_path):
     """The whole host side (watcher, kills, /proc reads) as uid 65534, bubblewrap unprivileged."""
     import json
-    import shutil
-    import subprocess
-    import tempfile
 
-    import glm_agent
+    from as_nobody import run_as_nobody
 
-    setpriv, python = shutil.which("setpriv"), "/usr/bin/python3"
-    if os.geteuid() != 0 or not setpriv or not os.access(python, os.X_OK):
-        pytest.skip("needs root, setpriv and /usr/bin/python3 to run as nobody")
-    root = Path(tempfile.mkdtemp(prefix="glm-quota-nobody-", dir="/var/tmp"))
-    try:
-        root.chmod(0o755)
-        ws = root / "ws"
-        ws.mkdir()
-        os.chown(ws, 65534, 65534)
-        # A copy nobody can read: the checkout may sit in root's own 0700 home.
-        shutil.copytree(Path(glm_agent.__file__).parent, root / "src" / "glm_agent",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for folder, _, _ in os.walk(root / "src"):
-            os.chmod(folder, 0o755)
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root / "src")}
-        out = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
-                              NOBODY_SCRIPT, str(ws)], capture_output=True, text=True, env=env, timeout=120)
-        if "cannot sandbox code" in out.stderr:
-            pytest.skip("unprivileged user namespaces are not available here")
-        runs = json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    out = run_as_nobody(NOBODY_SCRIPT, "glm-quota-nobody-")
+    if "cannot sandbox code" in out.stderr:
+        pytest.skip("unprivileged user namespaces are not available here")
+    runs = json.loads(out.stdout.strip().splitlines()[-1])
     assert [r["uid"] for r in runs] == [65534, 65534]
     assert all(r["quota"] for r in runs), runs
     assert runs[0]["files"] < 3 * MAX_FILES and runs[1]["bytes"] < 3 * QUOTA_MB * MiB

@@ -64,3 +64,35 @@ async def test_bad_arguments(tmp_path):
     t = ShellTool(sandbox=CFG)
     assert (await t.call({"command": ""}, ctx(tmp_path))).is_error
     assert (await t.call({}, ctx(tmp_path))).is_error
+
+
+async def test_the_session_keeps_cd_variables_and_functions_and_survives_exit(tmp_path):
+    t = ShellTool(sandbox=CFG)
+    try:
+        r = await t.call({"command": "mkdir -p sub && cd sub && X=1 && f() { echo f$1; }"}, ctx(tmp_path))
+        assert r.content == "(no output)"
+        r = await t.call({"command": "pwd; echo $X; f 2"}, ctx(tmp_path))
+        assert r.content == "/mnt/data/sub\n1\nf2"
+        r = await t.call({"command": "echo start; sleep 30"}, ctx(tmp_path))  # killed; the shell goes on
+        assert r.data["timed_out"] and not r.data["restarted"]
+        r = await t.call({"command": "pwd; echo $X"}, ctx(tmp_path))
+        assert r.content == "/mnt/data/sub\n1"
+        r = await t.call({"command": "exit 4"}, ctx(tmp_path))
+        assert r.data["restarted"] and r.data["exit_code"] == 4
+        assert r.content.startswith("[exit code: 4]\n[The shell exited (status 4); a new shell was started in /mnt/data")
+        r = await t.call({"command": "pwd; echo \"[$X]\""}, ctx(tmp_path))
+        assert r.content == "/mnt/data\n[]"
+    finally:
+        await t.aclose()
+
+
+async def test_aclose_stops_the_sandbox(tmp_path):
+    from glm_agent.sandbox.procs import pid_alive
+
+    t = ShellTool(sandbox=CFG)
+    await t.call({"command": "sleep 300 &"}, ctx(tmp_path))
+    box = t._box
+    pids = [box._proc.pid, *box.host_pids()]
+    assert len(pids) >= 3  # the launcher, the shell, sleep
+    await t.aclose()
+    assert not any(pid_alive(p) for p in pids)

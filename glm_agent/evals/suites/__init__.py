@@ -14,6 +14,7 @@ _TARGETS = {
     "fc": "glm_agent.evals.suites.fc:FCSuite",
     "math": "glm_agent.evals.suites.math:MathSuite",
     "web": "glm_agent.evals.suites.web:WebSuite",
+    "route": "glm_agent.evals.suites.route:RouteSuite",
 }
 SUITE_NAMES: tuple[str, ...] = tuple(_TARGETS)
 

@@ -1,36 +1,55 @@
-"""`db`: SQLite tasks in the AgentBench DBBench format, answered through a `sql` tool.
+"""`db`: AgentBench DBBench tasks (one table, a question or an edit) through a `sql` tool.
 
-AgentBench runs these on MySQL in Docker; we port them to SQLite (one fresh database file per
-sample in its workspace). Judging follows AgentBench: SELECT-type answers are compared as
-lists (one value: float-or-string equality; several: set equality); INSERT/UPDATE are judged by
-comparing the table's rows (as a multiset) with the gold statement applied to a fresh copy,
-instead of replicating MySQL's md5 of the table.
+Two backends (`--db`): `sqlite` (the quick default: one SQLite file per task, no server) and
+`mariadb` (AgentBench's setting: a MySQL-compatible server the suite starts itself, one
+database per task; see db_mariadb.py). SELECT-type answers are judged as AgentBench does
+(db_judge.py); INSERT/UPDATE by the table's state after the run against the expected state:
+on MariaDB AgentBench's table md5 against the task's `answer_md5` (or the gold statements
+applied to a fresh copy), on SQLite the rows against the gold statements applied.
 
-Task line (AgentBench `dev.jsonl`): `description`, `label` (answer list, or the gold statement
-for mutations), `table` {`table_name`, `table_info` {`columns` [{name, type}], `rows`}},
-`type` [`other`|`counting`|...|`INSERT`|`UPDATE`], optional `add_description`. Our own tasks add
-`id` and, for SELECT tasks, `sql` {`query`} (the oracle runs it).
+A backend offers `start()`, `stop()`, `create(table, folder) -> handle`, `tool(handle)`,
+`run(handle, statement) -> (columns, rows)` (raising `SQLError`), `state(handle, table)`,
+`compare(handle, expected, table) -> (ok, detail)` and `drop(handle)`; all synchronous.
+
+The oracle runs the gold SQL (SELECT tasks too) through the `sql` tool. A task whose gold does
+not run on the backend, or whose gold result disagrees with its label or `answer_md5`, is
+broken upstream: the oracle marks it unsupported with the reason instead of replaying a label.
+
+Task line (AgentBench `dev.jsonl` / `standard.jsonl`): `description`, `label` (answer list, or
+the gold statements for mutations), `table` {`table_name`, `table_info` {`columns` [{name,
+type}], `rows`}}, `type` [`other`|`counting`|...|`INSERT`|`UPDATE`], optional
+`add_description`, `sql` {`query`} (the gold SELECT), `answer_md5` (MySQL's table hash after a
+mutation). Our own tasks add `id`.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
 import re
-import sqlite3
-from collections import Counter
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from glm_agent.core.contracts import Tool, ToolContext
-from glm_agent.core.messages import ToolCall, ToolResult
+from glm_agent.core.messages import ToolCall
 from glm_agent.evals.record import EvalRecord
-from glm_agent.evals.suites.sqlguard import DENIED_MESSAGE, guard
-from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, final_text, read_jsonl
+from glm_agent.evals.suites.db_judge import answers_match, parse_final_answer, rows_answer
+from glm_agent.evals.suites.db_sqlite import SQLError, SQLiteBackend, SQLTool, create_database, rows_match, table_rows
+from glm_agent.evals.suites.db_text import format_rows
+from glm_agent.evals.task import (
+    Judgement,
+    Sample,
+    SampleEnv,
+    Suite,
+    TaskFileError,
+    UnsupportedSample,
+    final_text,
+    read_jsonl,
+)
 
 __all__ = [
+    "BACKENDS",
     "DBSuite",
     "SQLTool",
     "load_dbbench",
@@ -39,142 +58,40 @@ __all__ = [
     "answers_match",
     "table_rows",
     "rows_match",
+    "format_rows",
+    "system_prompt",
 ]
 
-MAX_ROWS_SHOWN = 50
-MAX_CHARS = 4000
-
-SYSTEM = (
-    "You are an agent that answers questions about a SQLite database by running SQL. "
-    "Do not guess: always call the `sql` tool first, with one SQLite statement per call; it returns "
-    "the result rows or the error. Quote table and column names that contain spaces or symbols with double quotes "
-    "or backticks. When you know the answer, reply without calling a tool, ending with a line "
-    '`Final Answer: ["value1", "value2", ...]` (a JSON list of the answer values). If the task '
-    "asks you to change the table (INSERT/UPDATE), make the change with the `sql` tool and then "
-    "reply `Final Answer: done`."
-)
+BACKENDS = ("sqlite", "mariadb")
+MUTATIONS = ("INSERT", "UPDATE", "DELETE")
 
 
-class SQLTool(Tool):
-    """Runs one SQLite statement on the sample's database; rows or the error come back as text.
-
-    It runs on the host, so the statement is confined to that one file (sqlguard.py): no
-    ATTACH, VACUUM INTO, extensions or setting-changing PRAGMAs, and at most `max_db_mb`.
-    """
-
-    name = "sql"
-    description = (
-        "Execute one SQLite statement on the task's database and return the result rows "
-        "(or the number of changed rows, or the error message)."
+def system_prompt(dialect: str) -> str:
+    return (
+        f"You are an agent that answers questions about a {dialect} database by running SQL. "
+        f"Do not guess: always call the `sql` tool first, with one {dialect} statement per call; it returns "
+        "the result rows or the error. Quote table and column names that contain spaces or symbols with "
+        + ("backticks. " if dialect == "MySQL" else "double quotes or backticks. ")
+        + "When you know the answer, reply without calling a tool, ending with a line "
+        '`Final Answer: ["value1", "value2", ...]` (a JSON list of the answer values). If the task '
+        "asks you to change the table (INSERT/UPDATE), make the change with the `sql` tool and then "
+        "reply `Final Answer: done`."
     )
-    parameters = {
-        "type": "object",
-        "properties": {"query": {"type": "string", "description": "One SQLite statement."}},
-        "required": ["query"],
-    }
-    timeout = 30.0
-
-    def __init__(self, database: str | Path, *, statement_timeout: float = 10.0, max_db_mb: int | None = 256):
-        self.database = Path(database)
-        self.statement_timeout = statement_timeout
-        self.max_db_mb = max_db_mb
-
-    async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        query = str(arguments.get("query") or arguments.get("sql") or "").strip()
-        query = _strip_fence(query)
-        if not query:
-            return ToolResult(content="Error: empty query. Pass one SQLite statement as `query`.", is_error=True)
-        return await asyncio.to_thread(self._run, query)
-
-    def _run(self, query: str) -> ToolResult:
-        import time
-
-        conn = sqlite3.connect(self.database)
-        guard(conn, max_db_mb=self.max_db_mb)
-        deadline = time.monotonic() + self.statement_timeout
-        # A runaway query (cartesian join) is interrupted instead of hanging the sample.
-        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-        try:
-            cur = conn.execute(query)
-            if cur.description is None:
-                conn.commit()
-                return ToolResult(content=f"OK, {cur.rowcount if cur.rowcount >= 0 else 0} row(s) affected.")
-            columns = [d[0] for d in cur.description]
-            rows = cur.fetchmany(MAX_ROWS_SHOWN + 1)
-            return ToolResult(content=format_rows(columns, rows))
-        except sqlite3.OperationalError as exc:
-            msg = str(exc)
-            if msg == "interrupted":
-                msg = f"the statement ran longer than {self.statement_timeout:g} s and was stopped"
-            elif _denied(msg):
-                msg = DENIED_MESSAGE
-            elif msg == "database or disk is full":
-                msg = f"the database is full (it may hold at most {self.max_db_mb} MiB, or the disk is full)"
-            return ToolResult(content=f"Error: {msg}", is_error=True)
-        except (sqlite3.Error, ValueError) as exc:
-            if _denied(str(exc)):
-                return ToolResult(content=f"Error: {DENIED_MESSAGE}", is_error=True)
-            hint = " Run one statement per call." if "one statement" in str(exc) else ""
-            return ToolResult(content=f"Error: {exc}.{hint}", is_error=True)
-        finally:
-            conn.close()
 
 
-def _denied(message: str) -> bool:
-    """Whether SQLite refused the statement because of the guard (sqlguard.py)."""
-    return message.startswith(("not authorized", "authorization denied", "too many attached databases"))
-
-
-def format_rows(columns: list[str], rows: list[tuple]) -> str:
-    more = len(rows) > MAX_ROWS_SHOWN
-    rows = rows[:MAX_ROWS_SHOWN]
-    lines = ["columns: " + json.dumps(columns, ensure_ascii=False)]
-    lines += [json.dumps(list(r), ensure_ascii=False, default=str) for r in rows]
-    if not rows:
-        lines.append("(no rows)")
-    if more:
-        lines.append(f"(only the first {MAX_ROWS_SHOWN} rows are shown)")
-    text = "\n".join(lines)
-    if len(text) > MAX_CHARS:
-        text = text[:MAX_CHARS] + "\n(output truncated)"
-    return text
-
-
-def _strip_fence(query: str) -> str:
-    m = re.match(r"^```(?:sql|sqlite)?\s*\n?(.*?)\n?```$", query, re.S | re.I)
-    return m.group(1).strip() if m else query
+SYSTEM = system_prompt("SQLite")
 
 
 # -- data --------------------------------------------------------------------------------------
-def _quote(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def create_database(path: str | Path, table: dict[str, Any]) -> None:
-    """Create `path` holding the task's one table (declared types kept; AgentBench uses TEXT)."""
-    name = table["table_name"]
-    columns = table["table_info"]["columns"]
-    rows = table["table_info"]["rows"]
-    names = [c["name"] for c in columns]
-    if len(set(names)) != len(names):
-        raise ValueError(f"table {name!r} has duplicate column names: {names}")
-    cols = ", ".join(f"{_quote(c['name'])} {c.get('type') or 'TEXT'}" for c in columns)
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute(f"CREATE TABLE {_quote(name)} ({cols})")
-        marks = ", ".join("?" for _ in columns)
-        for i, row in enumerate(rows):
-            if len(row) != len(columns):
-                raise ValueError(f"table {name!r} row {i} has {len(row)} values for {len(columns)} columns")
-        conn.executemany(f"INSERT INTO {_quote(name)} VALUES ({marks})", rows)
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def _category(kind: str) -> str:
     kind = kind.upper()
-    return kind if kind in ("INSERT", "UPDATE", "DELETE") else "SELECT"
+    return kind if kind in MUTATIONS else "SELECT"
+
+
+def _md5(value: Any) -> str | None:
+    """The hash in AgentBench's `answer_md5` ("[('<md5>',)]", MySQL's printed result)."""
+    m = re.search(r"\b[0-9a-f]{32}\b", str(value or ""))
+    return m.group(0) if m else None
 
 
 def load_dbbench(path: str | Path, *, prefix: str | None = None) -> list[Sample]:
@@ -212,7 +129,7 @@ def load_dbbench(path: str | Path, *, prefix: str | None = None) -> list[Sample]
                     "label": obj["label"],
                     "type": kind,
                     "sql": sql.get("query") if isinstance(sql, dict) else sql,
-                    "oracle_sql": bool(obj.get("id")),  # our own SELECT queries are known to run
+                    "answer_md5": _md5(obj.get("answer_md5")) if category != "SELECT" else None,
                 },
                 source=f"{path}:{lineno}",
             )
@@ -220,99 +137,28 @@ def load_dbbench(path: str | Path, *, prefix: str | None = None) -> list[Sample]
     return samples
 
 
-# -- judging -----------------------------------------------------------------------------------
-_NONE = {"", "none", "null", "nan", "[]"}
-
-
-def parse_final_answer(text: str) -> list[str] | None:
-    """The answer list after `Final Answer:` (JSON or Python list, else the bare text)."""
-    m = list(re.finditer(r"final answer\s*[:：]\s*", text, re.I))
-    tail = text[m[-1].end():] if m else text
-    tail = tail.strip().strip("`").strip()
-    if not tail:
-        return None
-    bracket = re.search(r"\[.*\]", tail, re.S)
-    if bracket:
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                value = parse(bracket.group(0))
-            except Exception:
-                continue
-            if isinstance(value, (list, tuple)):
-                flat: list[str] = []
-                for v in value:
-                    flat.extend(str(x) for x in v) if isinstance(v, (list, tuple)) else flat.append(
-                        "none" if v is None else str(v)
-                    )
-                return flat
-    first = tail.splitlines()[0].strip().rstrip(".")
-    return [first]
-
-
-def _norm(value: Any) -> str:
-    text = str(value).strip().strip("'\"").strip()
-    if text.lower() in _NONE:
-        return "none"
-    try:
-        number = float(text.replace(",", "")) if re.fullmatch(r"-?[\d,]*\.?\d+(e-?\d+)?", text) else None
-    except ValueError:
-        number = None
-    if number is not None:
-        return repr(round(number, 6))
-    return text.lower()
-
-
-def answers_match(answer: list[str] | None, label: list[Any]) -> bool:
-    """AgentBench's rule: one value compares as float or string, several as a set."""
-    if answer is None:
-        return False
-    ans = [a for a in (_norm(a) for a in answer)]
-    gold = [_norm(g) for g in label]
-    ans = [a for a in ans if a != "none"] or ["none"]
-    gold = [g for g in gold if g != "none"] or ["none"]
-    if len(ans) == 1 and len(gold) == 1:
-        return ans[0] == gold[0] or _close(answer[0], label[0])
-    return set(ans) == set(gold)
-
-
-def _close(answer: Any, label: Any) -> bool:
-    """Numbers agree to the label's precision (a label "64666.67" accepts 64666.6667)."""
-    a, b = str(answer).strip().replace(",", ""), str(label).strip().replace(",", "")
-    try:
-        x, y = float(a), float(b)
-    except ValueError:
-        return False
-    decimals = len(b.split(".")[1]) if "." in b else 0
-    return abs(x - y) <= 1e-6 * max(1.0, abs(y)) or (decimals > 0 and round(x, decimals) == y)
-
-
-def table_rows(path: str | Path, table_name: str) -> Counter:
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute(f"SELECT * FROM {_quote(table_name)}").fetchall()
-    finally:
-        conn.close()
-    return Counter(tuple(_norm(v) if v is not None else "none" for v in r) for r in rows)
-
-
-def rows_match(agent_db: str | Path, gold_db: str | Path, table_name: str) -> tuple[bool, str]:
-    try:
-        got = table_rows(agent_db, table_name)
-    except sqlite3.Error as exc:
-        return False, f"cannot read the table after the run: {exc}"
-    want = table_rows(gold_db, table_name)
-    if got == want:
-        return True, "table matches the gold statement's result"
-    missing = sum((want - got).values())
-    extra = sum((got - want).values())
-    return False, f"table differs from the expected state: {missing} expected row(s) missing, {extra} unexpected"
-
-
+# -- the suite ---------------------------------------------------------------------------------
 class DBSuite(Suite):
     name = "db"
-    description = "SQLite questions and edits (AgentBench DBBench format) through a `sql` tool"
+    description = "questions and edits on one table (AgentBench DBBench format) through a `sql` tool"
     max_steps = 15  # AgentBench's max_round
     sample_timeout = 300.0
+
+    def __init__(self, data: str | Path | None = None, *, db: str = "sqlite", server: Any = None, **options: Any):
+        """`db`: the backend, `sqlite` or `mariadb`; `server`: a running `MariaDBServer` to use
+        (it is then not stopped at the end)."""
+        super().__init__(data, db=db, **options)
+        if db not in BACKENDS:
+            raise ValueError(f"unknown db backend {db!r}: choose one of {', '.join(BACKENDS)}")
+        if db == "mariadb":
+            from glm_agent.evals.suites.db_mariadb import MariaDBBackend
+
+            self.backend: Any = MariaDBBackend(server)
+        else:
+            self.backend = SQLiteBackend()
+
+    def settings(self) -> dict[str, Any]:
+        return {"db": self.backend.name}
 
     def load(self) -> list[Sample]:
         if self.data:
@@ -320,54 +166,111 @@ class DBSuite(Suite):
         with resources.as_file(resources.files("glm_agent.evals") / "data" / "db.jsonl") as path:
             return load_dbbench(path, prefix="db")
 
+    async def start(self) -> None:
+        # In this thread, so Ctrl-C during the start still stops the half-started server.
+        self.backend.start()
+
+    async def aclose(self) -> None:
+        self.backend.stop()
+
     async def setup(self, sample: Sample, workspace: Path) -> SampleEnv:
-        db = workspace / "task.db"
-        create_database(db, sample.gold["table"])
+        backend, table = self.backend, sample.gold["table"]
+        expected = None
+        if sample.category in MUTATIONS:
+            expected = await asyncio.to_thread(self._expected_state, sample, workspace)
+        try:
+            handle = await asyncio.to_thread(backend.create, table, workspace)
+        except SQLError as exc:
+            raise UnsupportedSample(f"the task's table cannot be created on {backend.name}: {exc}") from None
         return SampleEnv(
-            tools=[SQLTool(db)],
-            system=SYSTEM,
+            tools=[backend.tool(handle)],
+            system=system_prompt(backend.dialect),
             prompt=sample.prompt,
             max_steps=self.max_steps,
-            state={"db": str(db), "workspace": str(workspace)},
+            state={"handle": handle, "expected": expected, "workspace": str(workspace)},
+            cleanups=[lambda: asyncio.to_thread(backend.drop, handle)],
         )
+
+    def _expected_state(self, sample: Sample, folder: Path) -> Any:
+        """The table's state a mutation task expects: the task's `answer_md5` where the backend
+        computes that hash, else the gold statements applied to a fresh copy."""
+        gold = sample.gold
+        if self.backend.has_table_hash and gold.get("answer_md5"):
+            return gold["answer_md5"]
+        state, problem = self._apply_gold(sample, folder)
+        if problem:
+            raise UnsupportedSample(problem)
+        return state
+
+    def _apply_gold(self, sample: Sample, folder: Path) -> tuple[Any, str | None]:
+        """(state after the gold statements, None), or (None, why they cannot run here)."""
+        backend, table = self.backend, sample.gold["table"]
+        try:
+            handle = backend.create(table, folder, "gold")
+        except SQLError as exc:
+            return None, f"the task's table cannot be created on {backend.name}: {exc}"
+        try:
+            for statement in sample.gold["label"]:
+                backend.run(handle, statement)
+            return backend.state(handle, table), None
+        except SQLError as exc:
+            return None, f"the gold statement fails on {backend.name}: {exc}"
+        finally:
+            backend.drop(handle)
 
     async def judge(self, sample: Sample, env: SampleEnv, result: Any) -> Judgement:
         gold = sample.gold
-        if sample.category == "SELECT":
+        if sample.category not in MUTATIONS:
             answer = parse_final_answer(final_text(result))
             ok = answers_match(answer, gold["label"])
             return Judgement(float(ok), detail=f"answer {answer!r} vs label {gold['label']!r}",
                              info={"answer": answer})
-        fresh = Path(env.state["workspace"]) / "gold.db"
-        fresh.unlink(missing_ok=True)
-        create_database(fresh, gold["table"])
-        conn = sqlite3.connect(fresh)
-        try:
-            for statement in gold["label"]:
-                conn.execute(statement)
-            conn.commit()
-        finally:
-            conn.close()
-        ok, detail = rows_match(env.state["db"], fresh, gold["table"]["table_name"])
+        ok, detail = await asyncio.to_thread(
+            self.backend.compare, env.state["handle"], env.state["expected"], gold["table"])
         return Judgement(float(ok), detail=detail)
 
-    def oracle(self, sample: Sample) -> list[Any]:
+    # -- oracle ----------------------------------------------------------------------------
+    def gold_problem(self, sample: Sample) -> str | None:
+        """Why the task's gold cannot be replayed on this backend (its SQL fails, or its result
+        disagrees with the label / `answer_md5`), or None. Needs a started backend."""
         gold = sample.gold
-        if sample.category != "SELECT":
+        with tempfile.TemporaryDirectory(prefix="glm-agent-db-gold-") as folder:
+            if sample.category in MUTATIONS:
+                state, problem = self._apply_gold(sample, Path(folder))
+                if problem:
+                    return problem
+                md5 = gold.get("answer_md5")
+                if self.backend.has_table_hash and md5 and state != md5:
+                    return f"the gold statement leaves table hash {state}, the task's answer_md5 is {md5}"
+                return None
+            if not gold.get("sql"):
+                return "the task has no gold SQL to run"
+            backend = self.backend
+            try:
+                handle = backend.create(gold["table"], Path(folder), "gold")
+            except SQLError as exc:
+                return f"the task's table cannot be created on {backend.name}: {exc}"
+            try:
+                _, rows = backend.run(handle, gold["sql"])
+            except SQLError as exc:
+                return f"the gold SQL fails on {backend.name}: {exc}"
+            finally:
+                backend.drop(handle)
+            values = rows_answer(rows)
+            if not answers_match(values, gold["label"]):
+                return f"the gold SQL returns {_short(values)}, the label is {_short(gold['label'])}"
+            return None
+
+    def oracle(self, sample: Sample) -> list[Any]:
+        problem = self.gold_problem(sample)
+        if problem:
+            # MariaDB stands for AgentBench's MySQL; SQLite may just not speak the gold's dialect.
+            where = "gold data broken upstream" if self.backend.name == "mariadb" else "no gold that runs on sqlite"
+            raise UnsupportedSample(f"{where}: {problem}")
+        gold = sample.gold
+        if sample.category in MUTATIONS:
             return [ToolCall(name="sql", arguments={"query": s}) for s in gold["label"]] + ["Final Answer: done"]
-        if not (gold.get("sql") and gold.get("oracle_sql")):
-            # Public tasks' gold SQL is often MySQL-only or malformed: replay the label.
-            return ["Final Answer: " + json.dumps([str(v) for v in gold["label"]], ensure_ascii=False)]
-
-        def answer_from_rows(messages: list[Any]) -> str:
-            obs = messages[-1].content
-            values = []
-            for line in obs.splitlines()[1:]:
-                if line.startswith("["):
-                    values.extend(json.loads(line))
-            return "Final Answer: " + json.dumps([str(v) for v in values] or ["none"], ensure_ascii=False)
-
-        return [ToolCall(name="sql", arguments={"query": gold["sql"]}), answer_from_rows]
+        return [ToolCall(name="sql", arguments={"query": gold["sql"]}), _answer_from_rows]
 
     def aggregate(self, records: list[EvalRecord]) -> dict[str, Any]:
         summary = super().aggregate(records)
@@ -375,3 +278,20 @@ class DBSuite(Suite):
         # AgentBench's headline for DB: the mean of the per-type accuracies.
         summary["overall_cat_accuracy"] = sum(c["score"] for c in cats.values()) / len(cats) if cats else 0.0
         return summary
+
+
+def _answer_from_rows(messages: list[Any]) -> str:
+    """The oracle's answer: the values of the rows the gold SQL returned (the tool's output)."""
+    values: list[Any] = []
+    for line in str(messages[-1].content).splitlines()[1:]:
+        if line.startswith("["):
+            try:
+                values.extend(json.loads(line))
+            except json.JSONDecodeError:  # a row cut by the output limit
+                break
+    return "Final Answer: " + json.dumps([str(v) for v in values] or ["none"], ensure_ascii=False)
+
+
+def _short(values: list[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(str(v)) for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"

@@ -1,47 +1,54 @@
 """`os`: shell tasks in a bubblewrap sandbox, in the AgentBench OS-interaction JSON format.
 
-AgentBench runs each task in a fresh Ubuntu container as root. We run it in the project's
-sandbox (read-only host root, no network) where `/root` is the sample's workspace and `/home`
-a private writable folder, so the tasks' usual paths work and nothing touches the host.
+AgentBench runs each task in a fresh Ubuntu container as root. We run it in one sandbox per
+task (`OSEnvironment`): a writable copy-on-write view of the host's root that is thrown away at
+the end, `/root` the sample's workspace and working directory, no network; so the tasks'
+usual paths work (`/usr/local/bin`, `useradd` ...) and nothing touches the host. A task whose
+scripts need the network is `unsupported`.
 
 Task item: `description`; `create.init` (a script: string, `{code}` or `{file}`, or a list);
 optional `start` (a background process for the episode); `evaluation.match` (string, or
 `{answer|regex, strip}`) or `evaluation.check` (a list whose `null` entries mean "run the
-`example` solution in a fresh identical environment and append its output", then checker
+`example` solution in the task's machine and append its stdout", then checker
 scripts) with `evaluation.example`. The agent acts with the `shell` tool and answers in its
 final message (AgentBench's `answer(...)` action): `Answer: <text>`.
 
-Checkers are ours: integer-match, string-match, size-match, containing, in (by their
-AgentBench file names), inline `{code}` checks run in the agent's environment after the
-episode (exit 0 = pass), and custom script files when the task folder ships them; a task whose
-check or init file is not shipped is reported `unsupported_judge`.
+Loading (the AgentBench folder layouts, configs, `scripts/N/`) is in `os_tasks`; the checkers
+(AgentBench's integer-match, string-match, size-match, containing, in, as our code, and the
+`lenient` variants) in `os_judges`. Other check entries are scripts run in the agent's machine
+after the episode (exit 0 = pass); a task whose script file is found nowhere is `unsupported`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
-import signal
-import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import ToolCall, ToolResult
+from glm_agent.evals.suites.os_judges import (
+    MATCHERS,
+    containing_match,
+    in_match,
+    integer_match,
+    match_answer,
+    matchers,
+    parse_answer,
+    size_match,
+    string_match,
+)
+from glm_agent.evals.suites.os_tasks import load_agentbench_os
 from glm_agent.evals.task import (
     EnvironmentSetupError,
     Judgement,
     Sample,
     SampleEnv,
     Suite,
-    TaskFileError,
     UnsupportedSample,
     final_text,
-    json_item_lines,
-    read_json,
 )
 
 __all__ = [
@@ -58,6 +65,8 @@ __all__ = [
     "in_match",
 ]
 
+# A check may walk big folders (a recursive count of /lib); the host's are bigger than a container's.
+CHECK_TIMEOUT = 120.0
 OUTPUT_LIMIT = 800  # AgentBench truncates command output past 800 characters
 SYSTEM = (
     "You are an assistant operating a Linux (Debian) machine through the `shell` tool, which runs "
@@ -70,252 +79,112 @@ SYSTEM = (
 )
 
 
-# -- matchers (AgentBench checker semantics, our code) ----------------------------------------
-def _int_of(text: str) -> int | None:
-    m = re.search(r"-?\d+", text.replace(",", ""))
-    return int(m.group(0)) if m else None
-
-
-def integer_match(answer: str, expected: str) -> bool:
-    a, b = _int_of(answer), _int_of(expected)
-    return a is not None and a == b
-
-
-def string_match(answer: str, expected: str) -> bool:
-    return answer.strip() == expected.strip()
-
-
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def _size_of(text: str) -> float | None:
-    m = re.search(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\b", text.strip(), re.I)
-    if not m:
-        return None
-    return float(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-def size_match(answer: str, expected: str) -> bool:
-    """Human-readable sizes: `8.0K`, `8K`, `8192` agree; 5% slack for du's rounding."""
-    a, b = _size_of(answer), _size_of(expected)
-    if a is None or b is None:
-        return False
-    return abs(a - b) <= 0.05 * max(a, b, 1)
-
-
-def containing_match(answer: str, expected: str) -> bool:
-    return expected.strip() in answer
-
-
-def in_match(answer: str, expected: str) -> bool:
-    return answer.strip() in expected
-
-
-MATCHERS = {
-    "integer-match": integer_match,
-    "string-match": string_match,
-    "size-match": size_match,
-    "containing": containing_match,
-    "in": in_match,
-}
-
-
-def parse_answer(text: str) -> str:
-    """The agent's answer: `answer(...)`, `Answer: ...`, else the last non-empty line."""
-    text = (text or "").strip()
-    calls = re.findall(r"answer\((.*?)\)\s*$", text, re.I | re.M | re.S)
-    if calls:
-        return calls[-1].strip().strip("\"'")
-    lines = re.findall(r"^\s*(?:final\s+)?answer\s*[:：]\s*(.+?)\s*$", text, re.I | re.M)
-    if lines:
-        return lines[-1].strip().strip("`").strip()
-    rest = [line for line in text.splitlines() if line.strip()]
-    return rest[-1].strip().strip("`") if rest else ""
-
-
-# -- loading -----------------------------------------------------------------------------------
-def _script(value: Any, where: str) -> dict[str, str] | None:
-    """Normalise a script entry to {"code": ...} / {"file": ...} (None when absent)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return {"code": value}
-    if isinstance(value, dict) and ("code" in value or "file" in value):
-        out = {k: str(value[k]) for k in ("code", "file", "language") if k in value}
-        return out
-    raise ValueError(f"{where} must be a script string, {{code}} or {{file}}")
-
-
-def _item_to_sample(item: Any, path: Path, line: int | None, index: int, prefix: str) -> Sample:
-    if not isinstance(item, dict):
-        raise TaskFileError(path, line, f"task {index} must be a JSON object")
-    if not isinstance(item.get("description"), str):
-        raise TaskFileError(path, line, f"task {index} has no 'description' string")
-    try:
-        create = item.get("create") if isinstance(item.get("create"), dict) else {}
-        init_raw = create.get("init")
-        inits = [_script(x, "create.init") for x in (init_raw if isinstance(init_raw, list) else [init_raw])]
-        start = _script(item.get("start"), "start")
-        evaluation = item.get("evaluation")
-        if not isinstance(evaluation, dict):
-            raise ValueError("missing 'evaluation'")
-        example = _script(evaluation.get("example", item.get("example")), "evaluation.example")
-        if "match" in evaluation:
-            match = evaluation["match"]
-            if isinstance(match, str):
-                match = {"answer": match, "strip": True}
-            if not isinstance(match, dict) or not ("answer" in match or "regex" in match):
-                raise ValueError("evaluation.match must be a string or {answer|regex, strip}")
-            judge: dict[str, Any] = {"match": match}
-        elif "check" in evaluation:
-            check = evaluation["check"]
-            entries = check if isinstance(check, list) else [check]
-            judge = {"check": [None if e is None else _script(e, "evaluation.check") for e in entries]}
-            if any(e is None for e in judge["check"]) and example is None:
-                raise ValueError("evaluation.check uses the example (null) but there is no example")
-        else:
-            raise ValueError("evaluation needs 'match' or 'check'")
-    except ValueError as exc:
-        raise TaskFileError(path, line, f"task {index}: {exc}") from None
-    labels = item.get("labels") or []
-    return Sample(
-        id=str(item.get("id") or f"{prefix}-{index}"),
-        prompt=item["description"].strip(),
-        category=str(labels[0]) if labels else "os",
-        gold={
-            "init": [x for x in inits if x],
-            "start": start,
-            "example": example,
-            "judge": judge,
-            "base": str(path.parent),
-        },
-        source=f"{path}:{line}" if line else str(path),
-    )
-
-
-def load_agentbench_os(path: str | Path, *, prefix: str | None = None) -> list[Sample]:
-    """Tasks from an AgentBench OS JSON file (a list, or one task), or a folder of them."""
-    path = Path(path)
-    if path.is_dir():
-        samples: list[Sample] = []
-        for file in sorted(path.rglob("*.json")):
-            rel = file.relative_to(path).with_suffix("").as_posix().replace("/", "-")
-            samples += load_agentbench_os(file, prefix=f"{prefix or path.name}-{rel}")
-        if not samples:
-            raise TaskFileError(path, None, "no *.json task files in this folder")
-        return samples
-    data = read_json(path)
-    items = data if isinstance(data, list) else [data]
-    lines = json_item_lines(path, len(items)) if isinstance(data, list) else [1]
-    prefix = prefix or path.stem
-    return [_item_to_sample(item, path, lines[i], i, prefix) for i, item in enumerate(items)]
-
-
 # -- the environment ---------------------------------------------------------------------------
 class OSEnvironment:
-    """One sample's machine: `/root` = `root_dir` (also the workspace), `/home` = `home_dir`.
+    """One task's machine, as AgentBench's container: ONE sandbox for the task's whole life.
 
-    Every script runs in a fresh bubblewrap sandbox over the same folders, so state lives in
-    the files (as it would in a container's disk); `start` keeps one background process alive.
+    Its root is a writable copy-on-write view of the host's, thrown away at the end
+    (`SandboxConfig.writable_root`); `/root` is the task's workspace (home and working
+    directory, under the workspace quota); `/tmp` and the processes persist for the task. The
+    init scripts, the `start` script (in the agent's shell session), the agent's commands and
+    the checks all run in it, in that order. No network.
     """
 
-    def __init__(self, root_dir: Path, home_dir: Path, *, timeout: float = 30.0,
-                 workspace_quota_mb: int | None = 2048, workspace_max_files: int | None = 100_000):
+    def __init__(self, root_dir: Path, home_dir: Path | None = None, *, timeout: float = 30.0,
+                 workspace_quota_mb: int | None = 2048, workspace_max_files: int | None = 100_000,
+                 writable_root: bool = True):
         self.root_dir = Path(root_dir)
-        self.home_dir = Path(home_dir)
+        # A host folder for /home (None: /home lives in the sandbox, gone with it).
+        self.home_dir = Path(home_dir) if home_dir is not None else None
         self.timeout = timeout
         # The quota of /root (the workspace), as for the shell tool (SandboxConfig's defaults).
         self.workspace_quota_mb = workspace_quota_mb
         self.workspace_max_files = workspace_max_files
+        self.writable_root = writable_root
         self.root_dir.mkdir(parents=True, exist_ok=True)
-        self.home_dir.mkdir(parents=True, exist_ok=True)
-        self._background: list[subprocess.Popen] = []
+        if self.home_dir is not None:
+            self.home_dir.mkdir(parents=True, exist_ok=True)
+        self._box: Any = None
+        self._tool: Any = None
 
     def config(self) -> Any:
         from glm_agent.sandbox.config import SandboxConfig
 
         return SandboxConfig(
-            rw_binds=(f"{self.root_dir}:/root", f"{self.home_dir}:/home"),
+            workspace_mount="/root",
+            rw_binds=(f"{self.home_dir}:/home",) if self.home_dir is not None else (),
             timeout=self.timeout,
             memory_mb=2048,
             nprocs=128,
-            env={"HOME": "/root", "USER": "root"},
+            # The system's programs only (python3 is the machine's, as in a container).
+            env={"HOME": "/root", "USER": "root", "PATH": _SYSTEM_PATH},
             workspace_quota_mb=self.workspace_quota_mb,
             workspace_max_files=self.workspace_max_files,
+            writable_root=self.writable_root,
         )
 
-    def _sandbox(self) -> Any:
-        from glm_agent.sandbox.bwrap import Sandbox
+    @property
+    def box(self) -> Any:
+        """The task's `LiveSandbox` (started by `start()` or on first use)."""
+        if self._box is None:
+            from glm_agent.sandbox.session import LiveSandbox
 
-        return Sandbox(self.config(), self.root_dir)
+            self._box = LiveSandbox(self.config(), self.root_dir)
+        return self._box
 
-    def _argv(self, script: str, args: list[str] | None = None, language: str = "bash") -> tuple[list, dict, str, Any]:
-        sandbox = self._sandbox()
-        if language == "python":
-            inner = ["python3", "-c", script, *(args or [])]
-        else:
-            inner = ["bash", "-c", "cd /root\n" + script, "script", *(args or [])]
-        argv, env, cwd = sandbox.command(inner, env={"HOME": "/root", "USER": "root"})
-        return argv, env, cwd, sandbox
+    async def start(self) -> None:
+        if not self.box.alive:
+            await asyncio.to_thread(self.box.start)
+
+    def shell_tool(self) -> Any:
+        """The agent's `shell` tool: the project's ShellTool, on this machine's shell session."""
+        if self._tool is None:
+            from glm_agent.tools.shell import ShellTool
+
+            self._tool = ShellTool(self.config(), timeout=self.timeout, max_output_chars=OUTPUT_LIMIT,
+                                   workspace=self.root_dir, cwd="/root", box=self.box)
+        return self._tool
 
     async def run(self, script: str, *, args: list[str] | None = None, language: str = "bash",
-                  timeout: float | None = None) -> tuple[int, str]:
-        """(exit status, stdout+stderr) of `script`; 124 and a note on timeout."""
-        argv, env, cwd, sandbox = self._argv(script, args, language)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout or self.timeout)
-            return proc.returncode or 0, out.decode("utf-8", "replace")
-        except asyncio.TimeoutError:
-            _killpg(proc.pid)
-            await proc.wait()
-            return 124, f"(timed out after {timeout or self.timeout:g} s)"
-        finally:
-            sandbox.kill_all()
-            sandbox.close()
+                  timeout: float | None = None) -> tuple[int, str, str]:
+        """(exit status, stdout, stderr) of `script` run as its own process on the machine (as
+        `docker exec` runs AgentBench's init and check scripts); 124 on timeout."""
+        await self.start()
+        if language == "python":
+            argv = ["python3", "-c", script, *(args or [])]
+        else:
+            argv = ["bash", "-c", script, "script", *(args or [])]
+        res = await self.box.execute(argv, timeout=timeout or self.timeout, cwd="/root",
+                                     env={"HOME": "/root", "USER": "root"}, split_stderr=True)
+        if res.timed_out:
+            return 124, res.output, (res.stderr or "") + f"(timed out after {timeout or self.timeout:g} s)"
+        return (res.exit_code if res.exit_code is not None else 1), res.output, res.stderr or ""
 
-    def start_background(self, script: str) -> None:
-        # `wait` keeps the sandbox's PID namespace (and so the `&` children) alive.
-        argv, env, cwd, sandbox = self._argv(script + "\nwait")
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        proc._glm_sandbox = sandbox  # type: ignore[attr-defined]
-        self._background.append(proc)
+    async def run_in_shell(self, script: str, *, timeout: float | None = None) -> Any:
+        """Run `script` in the agent's shell session (its `cd`, variables, `su` carry over to
+        the agent); returns the `CommandResult`."""
+        await self.start()
+        return await self.shell_tool().run_in_session(script, timeout=timeout or self.timeout, stdin=True)
 
     def stop(self) -> None:
-        for proc in self._background:
-            _killpg(proc.pid)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            sandbox = getattr(proc, "_glm_sandbox", None)
-            if sandbox is not None:
-                sandbox.kill_all()
-                sandbox.close()
-        self._background.clear()
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        if self._tool is not None:
+            self._tool.close()
+            self._tool = None
+        if self._box is not None:
+            self._box.close()
+            self._box = None
 
 
 class SandboxShellTool(Tool):
     """The suite's own minimal `shell` tool over `OSEnvironment` (used when the project's
-    `ShellTool` is not wanted): every command runs in a fresh sandbox starting in /root;
-    files persist, shell state (cd, variables) does not. It runs through `run_command`, as
-    `ShellTool` does, so the workspace quota watcher stops a command that fills /root."""
+    `ShellTool` is not wanted): the same persistent shell session on the task's machine,
+    with AgentBench's output style (truncated past 800 characters)."""
 
     name = "shell"
     description = (
         "Run a bash script as root on the task machine and return its output (stdout and stderr, "
-        "truncated past 800 characters). Each call starts in /root; files persist between calls."
+        "truncated past 800 characters). The shell session persists between calls (working "
+        "directory, variables); it starts in /root."
     )
     parameters = {
         "type": "object",
@@ -329,17 +198,17 @@ class SandboxShellTool(Tool):
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         from glm_agent.sandbox.errors import SandboxError
-        from glm_agent.sandbox.shell import run_command
 
         command = str(arguments.get("command") or arguments.get("script") or "").strip()
         if not command:
             return ToolResult(content="Error: empty command. Pass a bash script as `command`.", is_error=True)
         try:
-            res = await run_command("cd /root\n" + command, self.env.root_dir, self.env.config(),
-                                    timeout=self.env.timeout)
+            await self.env.start()
+            res = await self.env.shell_tool().run_in_session(command, timeout=self.env.timeout)
         except SandboxError as exc:
             return ToolResult(content=f"Error: {exc}", is_error=True)
-        data = {"exit_code": res.exit_code, "timed_out": res.timed_out, "quota_exceeded": res.quota_exceeded}
+        data = {"exit_code": res.exit_code, "timed_out": res.timed_out, "quota_exceeded": res.quota_exceeded,
+                "restarted": res.restarted}
         out = full = res.output
         if len(out) > OUTPUT_LIMIT:
             out = out[: OUTPUT_LIMIT - 20] + "\n[truncated because the output is too long]"
@@ -353,12 +222,35 @@ class SandboxShellTool(Tool):
         return ToolResult(content=text + notice, full_output=full, data=data)
 
 
-def _project_shell_tool(env: OSEnvironment) -> Tool:
-    """The project's `ShellTool` configured onto this environment."""
-    from glm_agent.tools.shell import ShellTool
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    # Same sandbox rules as the environment's own scripts: /root = the workspace, private /home.
-    return ShellTool(env.config(), timeout=env.timeout, max_output_chars=OUTPUT_LIMIT, workspace=env.root_dir)
+# What no task can do here (no network): the task is `unsupported`, not a failure of the agent.
+_NETWORK = re.compile(
+    r"\b(?:apt(?:-get)?\s+(?:-\S+\s+)*(?:install|update|upgrade)|(?:pip3?|python3?\s+-m\s+pip)\s+install"
+    r"|npm\s+(?:install|i)\b|git\s+clone|(?:curl|wget)\s+(?:-\S+\s+)*['\"]?https?://(?!localhost|127\.|\[::1\]|0\.0\.0\.0)"
+    r"|docker\s+pull)")
+_NETWORK_ERRORS = ("Temporary failure in name resolution", "Could not resolve host", "Network is unreachable",
+                   "Failed to establish a new connection", "unable to resolve host")
+
+
+def _fd_over_limit(text: str) -> str | None:
+    """Why a script that wrote to a file descriptor above this host's open-file limit failed
+    (`echo 1>/f` is fine, `echo 123321>/f` redirects fd 123321: a container's limit of 1048576
+    allows it, a host whose hard limit is lower cannot raise it without CAP_SYS_RESOURCE)."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for fd in re.findall(r"\b(\d+): Bad file descriptor", text):
+        if hard != resource.RLIM_INFINITY and int(fd) >= hard:
+            return (f"needs a higher open-file limit: its init script uses file descriptor {fd}, and this host's "
+                    f"limit is {hard} (a container's is 1048576)")
+    return None
+
+
+def needs_network(script: str) -> str | None:
+    """The command in `script` that needs the network (installs, downloads), or None."""
+    m = _NETWORK.search(script or "")
+    return m.group(0) if m else None
 
 
 # -- the suite ---------------------------------------------------------------------------------
@@ -367,6 +259,9 @@ class OSSuite(Suite):
     description = "shell tasks in a sandbox (AgentBench OS-interaction format)"
     max_steps = 8  # AgentBench round_limit
     sample_timeout = 300.0
+
+    def settings(self) -> dict[str, Any]:
+        return {"judge": self.options.get("judge") or "agentbench"}
 
     def load(self) -> list[Sample]:
         if self.data:
@@ -381,7 +276,10 @@ class OSSuite(Suite):
             return entry["code"], language
         name = entry["file"]
         base = Path(sample.gold["base"])
-        roots = [Path(p) for p in self.options.get("scripts_dirs", [])] + [base, base / "scripts", base.parent / "scripts"]
+        # --scripts first, then the task's own scripts/N/ (AgentBench: script_dir + file), then beside it.
+        roots = [Path(p) for p in self.options.get("scripts_dirs") or []]
+        roots += [Path(sample.gold["scripts"])] if sample.gold.get("scripts") else []
+        roots += [base, base / "scripts", base.parent / "scripts"]
         for root in roots:
             candidate = root / name
             if candidate.is_file():
@@ -389,8 +287,8 @@ class OSSuite(Suite):
                     language = "python"
                 return candidate.read_text(encoding="utf-8"), language
         raise UnsupportedSample(
-            f"{what} script {name!r} is not shipped with the task file (AgentBench keeps it as code in "
-            "its repository); pass its folder with scripts_dirs to run this task"
+            f"{what} script {name!r} is not shipped with the task file: pass the folder that holds it "
+            "with --scripts (AgentBench's data/os_interaction/scripts/N/)"
         )
 
     def _check_plan(self, sample: Sample) -> list[Any]:
@@ -402,29 +300,56 @@ class OSSuite(Suite):
                 continue
             stem = Path(entry.get("file", "")).stem
             if "file" in entry and stem in MATCHERS:
-                plan.append(("matcher", stem))
+                plan.append(("matcher", stem))  # AgentBench's checker files, as our code
             else:
                 code, language = self._resolve(sample, entry, "check")
                 plan.append(("script", code, language))
         return plan
 
-    async def _build(self, sample: Sample, root: Path, home: Path) -> OSEnvironment:
-        env = OSEnvironment(root, home)
-        for entry in sample.gold["init"]:
-            code, language = self._resolve(sample, entry, "init")
-            status, out = await env.run(code, language=language, timeout=60)
-            if status != 0:
-                raise EnvironmentSetupError(f"the task's init script failed here (exit {status}): {out.strip()[:300]}")
+    def _offline_check(self, sample: Sample) -> None:
+        """UnsupportedSample when the task's scripts need the network (no sandbox has it)."""
+        entries = [("init", e) for e in sample.gold["init"]]
+        entries += [(what, sample.gold[what]) for what in ("start", "example") if sample.gold.get(what)]
+        for what, entry in entries:
+            code, _ = self._resolve(sample, entry, what)
+            found = needs_network(code)
+            if found:
+                raise UnsupportedSample(f"needs the network: its {what} script runs {found.strip()!r}, and this "
+                                        "sandbox has no network")
+
+    async def _build(self, sample: Sample, workspace: Path) -> OSEnvironment:
+        """The task's machine, started, with its init scripts run (each as its own process)."""
+        env = OSEnvironment(workspace)
+        try:
+            await env.start()
+            for entry in sample.gold["init"]:
+                code, language = self._resolve(sample, entry, "init")
+                status, out, err = await env.run(code, language=language, timeout=60)
+                if status != 0:
+                    text = (out + err).strip()
+                    if any(e in text for e in _NETWORK_ERRORS):
+                        raise UnsupportedSample(f"needs the network: its init script failed offline: {text[-300:]}")
+                    limit = _fd_over_limit(text)
+                    if limit:
+                        raise UnsupportedSample(limit)
+                    raise EnvironmentSetupError(f"the task's init script failed here (exit {status}): {text[-300:]}")
+        except BaseException:
+            env.stop()
+            raise
         return env
 
-    async def _launch(self, sample: Sample, workspace: Path, home: Path):
-        """The environment as the agent finds it: built, with the task's background program started."""
-        env = await self._build(sample, workspace, home)
+    async def _launch(self, sample: Sample, workspace: Path) -> OSEnvironment:
+        """The machine as the agent finds it: built, then the `start` script run in the agent's
+        shell session (its `cd`, variables or `su` carry over, as in AgentBench's shell)."""
+        env = await self._build(sample, workspace)
         try:
             if sample.gold.get("start"):
                 code, _ = self._resolve(sample, sample.gold["start"], "start")
-                env.start_background(code)
-                await asyncio.sleep(0.5)  # let it produce its first output
+                res = await env.run_in_shell(code, timeout=60)
+                if res.timed_out or res.restarted or res.exit_code:
+                    why = "timed out" if res.timed_out else f"exit {res.exit_code}"
+                    raise EnvironmentSetupError(f"the task's start script failed here ({why}): "
+                                                f"{(res.output + ' ' + (res.notice or '')).strip()[-300:]}")
         except BaseException:
             env.stop()
             raise
@@ -435,90 +360,130 @@ class OSSuite(Suite):
             self._check_plan(sample)  # unsupported checks fail fast, before the model runs
         if sample.gold.get("example"):
             self._resolve(sample, sample.gold["example"], "example")
-        home = workspace.parent / f"{workspace.name}.home"
-        shutil.rmtree(home, ignore_errors=True)
-        try:
-            env = await self._launch(sample, workspace, home)
-        except BaseException:
-            shutil.rmtree(home, ignore_errors=True)
-            raise
-        cleanups = [env.stop, lambda: shutil.rmtree(home, ignore_errors=True)]
-        tool = _project_shell_tool(env) if self.options.get("project_shell", True) else None
+        self._offline_check(sample)
+        env = await self._launch(sample, workspace)
+        tool = env.shell_tool() if self.options.get("project_shell", True) else SandboxShellTool(env)
         return SampleEnv(
-            tools=[tool or SandboxShellTool(env)],
+            tools=[tool],
             system=SYSTEM,
             prompt=sample.prompt,
             max_steps=self.max_steps,
             state={"env": env, "workspace": str(workspace)},
-            cleanups=cleanups,
+            cleanups=[env.stop],
         )
 
     async def judge(self, sample: Sample, env: SampleEnv, result: Any) -> Judgement:
+        """AgentBench's evaluation: `match` compares the answer; `check` runs the list in order
+        with params [answer], each entry getting them as arguments and appending its stdout
+        (null = the example); the first entry that fails (exit status != 0) fails the task."""
+        mode = self.options.get("judge") or "agentbench"
+        checkers = matchers(mode)
         answer = parse_answer(final_text(result))
         rule = sample.gold["judge"]
         if "match" in rule:
             match = rule["match"]
-            got = answer.strip() if match.get("strip", True) else answer
-            if "regex" in match:
-                ok = re.search(match["regex"], got) is not None
-                return Judgement(float(ok), detail=f"answer {got!r} vs /{match['regex']}/", info={"answer": got})
-            ok = got == str(match["answer"]).strip()
-            return Judgement(float(ok), detail=f"answer {got!r} vs {match['answer']!r}", info={"answer": got})
+            ok = match_answer(answer, match, mode)
+            want = f"/{match['regex']}/" if "regex" in match else repr(match["answer"])
+            return Judgement(float(ok), detail=f"answer {answer.strip()!r} vs {want}", info={"answer": answer})
         params = [answer]
-        workspace = Path(env.state["workspace"])
         for step in self._check_plan(sample):
             if step is None:
-                params.append(await self._example_output(sample, workspace))
+                status, out = await self._example_output(sample, env, params)
+                if status != 0:  # AgentBench: any entry of the list that fails fails the task
+                    return Judgement(0.0, detail=f"the example failed here (exit {status}): {out.strip()[:200]}",
+                                     info={"answer": answer})
+                params.append(out)
             elif step[0] == "matcher":
-                ok = MATCHERS[step[1]](params[0], params[-1])
-                if not ok:
-                    return Judgement(0.0, detail=f"{step[1]}: answer {params[0]!r} vs expected {params[-1]!r}",
-                                     info={"answer": answer, "expected": params[-1]})
+                # The checker files compare argv[1] (the answer) with argv[2] (the first output).
+                expected = params[1] if len(params) > 1 else None
+                if expected is not None and expected.strip() and not checkers[step[1]](expected, expected):
+                    # The checker rejects the example's own output: no answer can pass (broken upstream).
+                    return Judgement.unsupported(
+                        f"no answer can pass: the example's own output {expected.strip()!r} fails {step[1]} "
+                        "(broken upstream)", answer=answer, expected=expected)
+                if expected is None or not checkers[step[1]](params[0], expected):
+                    return Judgement(0.0, detail=f"{step[1]}: answer {params[0]!r} vs expected {expected!r}",
+                                     info={"answer": answer, "expected": expected})
+                params.append("")
             else:
-                status, out = await env.state["env"].run(step[1], args=params, language=step[2])
+                status, out = _status_stdout(await env.state["env"].run(step[1], args=params, language=step[2],
+                                                                        timeout=CHECK_TIMEOUT))
                 if status != 0:
                     return Judgement(0.0, detail=f"check script failed (exit {status}): {out.strip()[:200]}",
                                      info={"answer": answer})
-                params.append(out.strip())
+                params.append(out)
         return Judgement(1.0, detail=f"answer {answer!r} passed the checks", info={"answer": answer,
                                                                                   "expected": params[1:]})
 
-    async def _example_output(self, sample: Sample, workspace: Path) -> str:
-        """Run the example solution in a fresh environment built like the agent's."""
-        fresh = workspace.parent / f"{workspace.name}.gold"
-        fresh_home = workspace.parent / f"{workspace.name}.gold.home"
-        for p in (fresh, fresh_home):
-            shutil.rmtree(p, ignore_errors=True)
-        try:
-            env = await self._launch(sample, fresh, fresh_home)
-            try:
-                code, language = self._resolve(sample, sample.gold["example"], "example")
-                status, out = await env.run(code, language=language)
-            finally:
-                env.stop()
-            return out.strip()
-        finally:
-            for p in (fresh, fresh_home):
-                shutil.rmtree(p, ignore_errors=True)
+    async def _example_output(self, sample: Sample, env: SampleEnv, params: list[str]) -> tuple[int, str]:
+        """(exit status, stdout) of the example solution (a check list's null entry), run with
+        `params` as its arguments in the task's own machine, after the agent (as AgentBench
+        does: a randomised init then has one right answer)."""
+        code, language = self._resolve(sample, sample.gold["example"], "example")
+        return _status_stdout(await env.state["env"].run(code, args=params, language=language,
+                                                         timeout=CHECK_TIMEOUT))
 
     def oracle(self, sample: Sample) -> list[Any]:
+        """Run the example solution (inline or a file) in the agent's shell session, in the
+        task's environment, and answer with its stdout.
+
+        A `match` task's only gold in AgentBench is its expected string (its example is never
+        run there): when it has no example, or the example fails here, the oracle answers that
+        string and says so in its reply."""
         gold = sample.gold
-        example = gold.get("example")
         rule = gold["judge"]
-        if example is None or "file" in example:
-            if "match" in rule and "answer" in rule["match"]:
-                return [f"Answer: {rule['match']['answer']}"]
+        label = rule["match"].get("answer") if "match" in rule else None
+        if gold.get("example") is None:
+            if label is not None:
+                return [f"There is no example solution upstream; answering the expected value.\nAnswer: {label}"]
             return ["Answer: done"]
+        code, language = self._resolve(sample, gold["example"], "example")
+        # The judge runs the example of a check list (its null) as its own process in /root:
+        # run it the same way (a process count then sees the same processes). Otherwise the
+        # example is the agent's own action, in its session (with `start`'s variables).
+        own_process = None in rule.get("check", [])
 
         def answer(messages: list[Any]) -> str:
-            result = messages[-1]
-            text = getattr(result, "content", "")
-            text = re.sub(r"\n?(\(exit status \d+\)|\[exit code: \d+\])$", "", text).strip()
-            if "match" in rule and "answer" in rule["match"]:
-                return f"Answer: {rule['match']['answer']}"
-            if "check" in rule and None not in rule["check"]:
-                return "Answer: done"  # an action task: the checks inspect the machine
-            return f"Answer: {text}"
+            status, out = example_stdout(getattr(messages[-1], "content", "") or "")
+            if status != 0 and label is not None:
+                return (f"The example solution failed here (exit {status}); answering the expected value."
+                        f"\nAnswer: {label}")
+            return f"Answer: {out}"
 
-        return [ToolCall(name="shell", arguments={"command": example["code"]}), answer]
+        command = oracle_command(code, language, own_process=own_process)
+        return [ToolCall(name="shell", arguments={"command": command}), answer]
 
+
+# The oracle's command prints the example's stdout between these marks, then its exit status.
+_OUT_START, _OUT_END = "<<<example stdout>>>", "<<<end of example stdout, exit"
+
+
+def oracle_command(code: str, language: str = "bash", *, own_process: bool = False) -> str:
+    """A shell command running `code` with its stdout between marks and its stderr dropped, so
+    the answer is the stdout alone, as AgentBench's judge takes it. `own_process`: as a child
+    process started in /root (as the judge runs it); else in the session shell itself (no
+    subshell: `$var`, `cd` and a process count are what the agent's own command would see)."""
+    if own_process:
+        run = "python3 -c" if language == "python" else "bash -c"
+        body = f'cd /root && {run} "$(cat <<\'GLM_ORACLE_EXAMPLE\'\n{code}\nGLM_ORACLE_EXAMPLE\n)" 2>/dev/null'
+    else:
+        if language == "python":
+            code = f"python3 - <<'GLM_ORACLE_PY'\n{code}\nGLM_ORACLE_PY"
+        body = f"{{\n{code}\n}} 2>/dev/null"
+    return f"printf '%s\\n' '{_OUT_START}'\n{body}\nprintf '\\n%s %s>>>\\n' '{_OUT_END}' \"$?\""
+
+
+def example_stdout(text: str) -> tuple[int, str]:
+    """(exit status, stdout) from the output of `oracle_command`; (-1, the whole text) when
+    the marks were cut off."""
+    start, end = text.rfind(_OUT_START + "\n"), text.rfind("\n" + _OUT_END)
+    status = re.search(re.escape(_OUT_END) + r" (\d+)>>>", text[end:]) if end >= 0 else None
+    if start < 0 or end < start or status is None:
+        return -1, text.strip()
+    return int(status.group(1)), text[start + len(_OUT_START) + 1:end].strip("\n")
+
+
+def _status_stdout(result: tuple) -> tuple[int, str]:
+    """(status, stdout) of `OSEnvironment.run`'s (status, stdout, stderr); an older
+    (status, output) pair is taken as it is."""
+    return result[0], result[1]

@@ -1,4 +1,4 @@
-"""Keep the db suite's `sql` tool on its one database file.
+"""Keep the db suite's `sql` tool on its one database (SQLite file or MariaDB database).
 
 The tool runs the model's SQL on the host, not in the sandbox, so SQL must not reach other
 files. SQLite can: `ATTACH '/any/path' AS x` creates or opens any file, `VACUUM INTO
@@ -14,13 +14,23 @@ it), `load_extension()` loads a shared library, and pragmas such as `temp_store_
 - no attached databases at all (SQLITE_LIMIT_ATTACHED = 0, where Python has `setlimit`), in
   case a future SQLite attaches in a way the authorizer does not see;
 - a size cap on the database (`PRAGMA max_page_count`): a statement cannot fill the disk.
+
+On MariaDB the server enforces the confinement: the agent's statements run as a user created
+for the task whose rights are `MARIADB_PRIVILEGES` on its own database only. Without global
+privileges it cannot read or write host files (FILE: `LOAD_FILE`, `INTO OUTFILE/DUMPFILE`,
+`LOAD DATA`), see or change other databases (the `mysql` system tables, other tasks), change
+server settings (`SET GLOBAL`), manage users, install plugins or functions, or shut the server
+down. No routines, triggers or events either (they would run outside the per-statement time
+cap). The server itself refuses `LOAD DATA LOCAL` and confines file I/O to an empty folder
+(mariadb.py), and the client refuses to send local files.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["guard", "DENIED_MESSAGE", "ALLOWED_PRAGMAS"]
+__all__ = ["guard", "DENIED_MESSAGE", "ALLOWED_PRAGMAS", "MARIADB_PRIVILEGES", "MARIADB_DENIED_MESSAGE",
+           "mariadb_denied"]
 
 DENIED_MESSAGE = (
     "not authorized: the sql tool works on the task's database only (ATTACH, DETACH, VACUUM, "
@@ -64,3 +74,24 @@ def guard(conn: sqlite3.Connection, *, max_db_mb: int | None = 256) -> None:
     if hasattr(conn, "setlimit"):  # Python >= 3.11
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     conn.set_authorizer(_authorizer)
+
+
+# -- MariaDB -----------------------------------------------------------------------------------
+# Database-level rights only: ordinary SQL on the task's own tables.
+MARIADB_PRIVILEGES = (
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX",
+    "CREATE TEMPORARY TABLES", "CREATE VIEW", "SHOW VIEW",
+)
+MARIADB_DENIED_MESSAGE = (
+    "The sql tool works on the task's database only: no other databases, host files, "
+    "server settings, users or routines."
+)
+# Server errors that mean "not allowed": access denied to a database, table, column or routine,
+# a missing global privilege, --secure-file-priv, LOAD DATA LOCAL disabled (MySQL's and MariaDB's
+# numbers), killing another user's session.
+_MARIADB_DENIED_CODES = frozenset({1044, 1045, 1142, 1143, 1227, 1370, 1290, 1148, 4166, 1095})
+
+
+def mariadb_denied(code: int) -> bool:
+    """Whether MariaDB error `code` means the task user's rights refused the statement."""
+    return code in _MARIADB_DENIED_CODES

@@ -1,0 +1,163 @@
+"""Attack: the db suite's `sql` tool on MariaDB (`--db mariadb`) used to leave the task's own
+database: read or write host files (LOAD_FILE, INTO OUTFILE/DUMPFILE, LOAD DATA [LOCAL],
+DATA DIRECTORY), read or change other tasks' databases and the server's system tables, change
+server settings (SET GLOBAL), create users, grant itself rights, install plugins or functions,
+shut the server down, kill other sessions, or escape the per-statement time cap. Ordinary SQL
+on its own database keeps working.
+
+The agent's statements run as a per-task user with database-level rights only (sqlguard.py).
+The server is a real mariadbd (installed by scripts/test.sh; missing, the tests fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from glm_agent.core.contracts import ToolContext
+from glm_agent.evals.suites.db_mariadb import MariaDBSQLTool
+from glm_agent.evals.suites.mariadb import MariaDBServer, find_mariadbd
+
+TABLE = {"table_name": "people", "table_info": {"columns": [{"name": "name", "type": "TEXT"},
+                                                             {"name": "age", "type": "INT"}],
+                                                "rows": [["ann", 31], ["bob", 45]]}}
+SECRET = "host-secret-7f3a9c"
+
+
+@pytest.fixture(scope="module")
+def server():
+    if find_mariadbd() is None:
+        pytest.fail("mariadbd is not installed: run scripts/test.sh, or apt-get install mariadb-server")
+    with MariaDBServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def dbs(server):
+    """The agent's task database and another task's database (the victim)."""
+    mine, other = server.create_database(TABLE), server.create_database(TABLE)
+    yield mine, other
+    mine.drop()
+    other.drop()
+
+
+def sql(db, query: str, timeout: float = 10.0) -> tuple[str, bool]:
+    result = asyncio.run(MariaDBSQLTool(db, statement_timeout=timeout).call(
+        {"query": query}, ToolContext(session_id="sql", workspace="/tmp")))
+    return result.content, bool(result.is_error)
+
+
+def test_host_files_are_out_of_reach(dbs, targets, server):
+    mine, _ = dbs
+    secret_file = targets.folder / "secret.txt"
+    secret_file.write_text(SECRET + "\n")
+    readable = [secret_file, targets.existing, "/etc/passwd", server.folder / "server.log"]
+    for path in readable:
+        for query in (f"SELECT LOAD_FILE('{path}')", f"SELECT CONVERT(LOAD_FILE('{path}') USING utf8mb4)",
+                      f"LOAD DATA INFILE '{path}' INTO TABLE people",
+                      f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE people",
+                      f"LOAD XML INFILE '{path}' INTO TABLE people"):
+            out, _ = sql(mine, query)
+            assert SECRET not in out and "root:" not in out and "ready for connections" not in out, (query, out)
+    rows, _ = sql(mine, "SELECT * FROM people")
+    assert SECRET not in rows and "root:" not in rows and rows.count("\n") == 2  # columns + 2 rows
+    writable = [*targets.all.values(), server.folder / "no-files" / "x.txt", "x.txt"]
+    for path in writable:
+        for query in (f"SELECT * FROM people INTO OUTFILE '{path}'", f"SELECT 'x' INTO DUMPFILE '{path}'",
+                      f"SELECT name FROM people INTO OUTFILE '{path}' FIELDS TERMINATED BY ','"):
+            out, error = sql(mine, query)
+            assert error and "FILE privilege" in out and "task's database only" in out, (query, out)
+    # Tables stored outside the datadir (the server runs as root here): ignored with a warning.
+    for folder in (targets.folder, targets.etc, server.folder / "no-files"):
+        for n, query in enumerate((
+                f"CREATE TABLE evil{{n}} (x TEXT) DATA DIRECTORY = '{folder}'",
+                f"CREATE TABLE evil{{n}} (x TEXT) ENGINE=MyISAM DATA DIRECTORY = '{folder}' INDEX DIRECTORY = '{folder}'",
+                f"CREATE TABLE evil{{n}} (x TEXT) ENGINE=Aria DATA DIRECTORY = '{folder}'",
+                f"CREATE TABLE evil{{n}} (x INT) PARTITION BY HASH(x) (PARTITION p0 DATA DIRECTORY = '{folder}')",
+                f"ALTER TABLE people DATA DIRECTORY = '{folder}'")):
+            sql(mine, query.format(n=n))
+            assert not (folder.exists() and any(folder.glob("**/evil*"))) and targets.problems() == [], query
+        assert not any(folder.glob("**/people*")) if folder.exists() else True
+    assert targets.problems() == []
+    assert list((server.folder / "no-files").iterdir()) == []
+
+
+def test_other_databases_are_out_of_reach(dbs):
+    mine, other = dbs
+    theirs = f"`{other.name}`"
+    for query in (f"SELECT * FROM {theirs}.people", f"USE {theirs}", f"INSERT INTO {theirs}.people VALUES ('x', 1)",
+                  f"UPDATE {theirs}.people SET age = 0", f"DELETE FROM {theirs}.people", f"DROP TABLE {theirs}.people",
+                  f"DROP DATABASE {theirs}", f"CREATE TABLE {theirs}.evil (x INT)", f"RENAME TABLE people TO {theirs}.p2",
+                  f"CREATE VIEW {theirs}.v AS SELECT 1", "SELECT * FROM mysql.user", "SELECT * FROM mysql.db",
+                  "UPDATE mysql.user SET Super_priv = 'Y'", "CREATE DATABASE evil",
+                  "SELECT * FROM performance_schema.threads",
+                  f"CREATE TABLE m (name TEXT, age TEXT) ENGINE=MRG_MyISAM UNION=({theirs}.people)"):
+        out, error = sql(mine, query)
+        assert error and "task's database only" in out, (query, out)
+    listing, _ = sql(mine, "SHOW DATABASES")
+    assert other.name not in listing and "mysql" not in listing.replace("information_schema", "")
+    tables, _ = sql(mine, "SELECT table_schema FROM information_schema.tables")
+    assert other.name not in tables
+    sessions, _ = sql(mine, "SELECT user FROM information_schema.processlist")
+    assert other.user not in sessions and "root" not in sessions
+    _, rows, _ = other.execute("SELECT * FROM people", timeout=5)
+    assert rows == [("ann", "31"), ("bob", "45")]
+
+
+def test_server_settings_users_and_plugins_are_out_of_reach(dbs, server):
+    mine, other = dbs
+    before = server.admin(["SELECT @@general_log, @@general_log_file, @@max_connections, @@max_statement_time, "
+                           "@@sql_mode, @@local_infile, @@event_scheduler"])
+    _, _, _ = other.execute("SELECT 1", timeout=5)  # the victim has a session to kill
+    (their_id,), = server.admin([("SELECT id FROM information_schema.processlist WHERE user = %s", (other.user,))])
+    for query in ("SET GLOBAL general_log = 1", "SET GLOBAL general_log_file = '/tmp/evil.log'",
+                  "SET GLOBAL max_connections = 1", "SET GLOBAL max_statement_time = 0",
+                  "SET GLOBAL sql_mode = ''", "SET GLOBAL local_infile = 1", "SET GLOBAL event_scheduler = ON",
+                  "CREATE USER evil IDENTIFIED BY 'x'", f"GRANT ALL ON *.* TO '{mine.user}'@'localhost'",
+                  f"GRANT FILE ON *.* TO '{mine.user}'@'localhost'", f"ALTER USER '{other.user}'@'localhost' IDENTIFIED BY 'x'",
+                  "INSTALL SONAME 'ha_connect'", "INSTALL PLUGIN connect SONAME 'ha_connect'",
+                  "CREATE FUNCTION sys_exec RETURNS INT SONAME 'lib_mysqludf_sys.so'",
+                  "CREATE PROCEDURE p() SELECT SLEEP(100)",
+                  "CREATE TRIGGER t BEFORE INSERT ON people FOR EACH ROW SET NEW.age = SLEEP(100)",
+                  "CREATE EVENT e ON SCHEDULE EVERY 1 SECOND DO DELETE FROM people",
+                  "SHUTDOWN", f"KILL {their_id}", f"KILL QUERY {their_id}", "FLUSH PRIVILEGES"):
+        out, error = sql(mine, query)
+        assert error, (query, out)
+    after = server.admin(["SELECT @@general_log, @@general_log_file, @@max_connections, @@max_statement_time, "
+                          "@@sql_mode, @@local_infile, @@event_scheduler"])
+    assert after == before
+    assert server.running
+    assert other.execute("SELECT COUNT(*) FROM people", timeout=5)[1] == [(2,)]
+    assert server.admin(["SELECT COUNT(*) FROM mysql.user WHERE user = 'evil'"]) == [(0,)]
+
+
+@pytest.mark.parametrize("lift", ["", "SET SESSION max_statement_time = 0", "SET max_statement_time = 1000"])
+def test_statement_time_cap_cannot_be_lifted(dbs, lift):
+    mine, _ = dbs
+    if lift:
+        sql(mine, lift, timeout=1)
+    started = time.monotonic()
+    out, error = sql(mine, "SELECT SLEEP(20)", timeout=1)
+    assert time.monotonic() - started < 10
+    assert error and "longer than 1 s" in out
+    heavy = "SELECT COUNT(*) FROM people a, people b, people c, people d, people e, people f, people g, people h"
+    sql(mine, "INSERT INTO people SELECT CONCAT(a.name, b.name), 1 FROM people a, people b, people c, people d")
+    started = time.monotonic()
+    out, _ = sql(mine, heavy + ", people i, people j, people k, people l", timeout=1)
+    assert time.monotonic() - started < 10
+
+
+def test_ordinary_sql_still_works(dbs):
+    mine, _ = dbs
+    for query, expect in (("SELECT name FROM people WHERE age > 40", '["bob"]'),
+                          ("CREATE TABLE notes (x TEXT)", "OK"), ("INSERT INTO notes VALUES ('n')", "1 row"),
+                          ("CREATE TEMPORARY TABLE tmp (x INT)", "OK"), ("CREATE VIEW v AS SELECT name FROM people", "OK"),
+                          ("SELECT COUNT(*) FROM v", "[2]"), ("SHOW TABLES", "notes"), ("DESCRIBE people", "age"),
+                          ("SELECT name FROM people WHERE name = 'ANN'", '["ann"]'),  # case-insensitive as MySQL
+                          ("SET @x = 5", "OK"), ("SELECT @x", "[5]"), ("DROP TABLE notes", "OK")):
+        out, error = sql(mine, query)
+        assert not error and expect in out, (query, out)
+    out, error = sql(mine, "SELECT 1; SELECT 2")
+    assert error and "one statement per call" in out
