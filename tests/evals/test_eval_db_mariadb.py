@@ -137,6 +137,7 @@ import sys
 from glm_agent.evals.suites.mariadb import MariaDBServer
 MariaDBServer().start()
 print("started", flush=True)
+sys.stdin.readline()  # the test looks at the server first
 sys.exit(3)
 """
 
@@ -147,15 +148,18 @@ def test_server_stops_on_ctrl_c_and_on_exit(tmp_path, how):
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO)}
     code, args = (RUN_SLOW_EVAL, [str(tmp_path / "run")]) if how.startswith("ctrl") else (EXIT_WITHOUT_STOP, [])
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         folder = _wait_for_server_folder(tmp, proc)
         assert _mariadbd_using(folder)
         if how.startswith("ctrl"):
             time.sleep(1.0)
             proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        else:
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        proc.wait(180)  # stopping mariadbd flushes InnoDB: slow on a loaded machine
     finally:
         if proc.poll() is None:
             proc.kill()
