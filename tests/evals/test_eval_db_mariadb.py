@@ -124,7 +124,9 @@ def _wait_for_server_folder(tmp: Path, proc: subprocess.Popen, timeout: float = 
 
 
 RUN_SLOW_EVAL = """
-import asyncio, sys
+import asyncio, signal, sys
+# Ctrl-C as in a terminal: a test run started in the background inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from glm_agent.evals.runner import run_eval
 from glm_agent.evals.suites import make_suite
 from glm_agent.models.scripted import ScriptedModel
