@@ -85,7 +85,7 @@ def test_other_users_private_folders_stay_private_and_read_as_empty(tmp_path):
         os.chown(private, 12345, 12345)
         private.chmod(0o700)
         foreign_private_dirs.cache_clear()
-        r = sh(f"ls -A {private} | wc -l; cat {private}/secret 2>&1 | tail -1; find /var/tmp -name secret; "
+        r = sh(f"ls -A {private} | wc -l; cat {private}/secret 2>&1 | tail -1; find {private} -name secret; "
                f"echo find=$?; chmod 777 {private} 2>&1; cat /proc/self/uid_map | wc -l", tmp_path)
         assert r.output.splitlines()[:3] == ["0", f"cat: {private}/secret: No such file or directory", "find=0"], \
             r.output
