@@ -41,3 +41,14 @@ async def chromium():
     process = ChromiumProcess()
     yield process
     await process.aclose()
+
+
+@pytest.fixture(scope="module")
+def mariadb_server():
+    """A private MariaDB server (Debian's mariadbd) for one test module; scripts/test.sh installs it."""
+    from glm_agent.evals.suites.mariadb import MariaDBServer, find_mariadbd
+
+    if find_mariadbd() is None:
+        pytest.fail("mariadbd is not installed: run scripts/test.sh, or apt-get install mariadb-server")
+    with MariaDBServer() as srv:
+        yield srv

@@ -28,6 +28,7 @@ from glm_agent.core.contracts import GenerationSettings, ToolSpec
 from glm_agent.core.errors import ContextOverflowError, GlmAgentError, ModelError
 from glm_agent.core.events import ModelEvent, TextDelta, ToolCallReady
 from glm_agent.core.messages import Message
+from glm_agent.models.constrain import normalize_tool_choice
 from glm_agent.models.dialects.base import route_action
 from glm_agent.models.openai_http import RETRY_STATUS, EndpointClient, HTTPStatusError, is_context_overflow
 from glm_agent.models.openai_spec import DEFAULT_BASE_URL, model_from_spec
@@ -127,6 +128,14 @@ class OpenAIModel:
         settings: GenerationSettings | None = None,
     ) -> AsyncIterator[ModelEvent]:
         settings = settings or GenerationSettings()
+        try:
+            choice = normalize_tool_choice(settings.tool_choice, tools)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        if choice == "none":
+            tools = []
+        elif isinstance(choice, dict) and self.tool_mode == "dialect":
+            tools = [t for t in tools if t.name == choice["name"]]  # a prompt cannot force it; offer only it
         model = await self._resolve_model()
         if tools and self.tool_mode == "dialect":
             async for event in self._stream_dialect(model, messages, tools, settings):
@@ -222,6 +231,12 @@ class OpenAIModel:
         body["messages"] = messages_to_openai(messages)
         if tools:
             body["tools"] = tools_to_openai(tools)
+            choice = normalize_tool_choice(settings.tool_choice, tools)
+            if choice != "auto":  # "required", or one function by name (the server enforces it)
+                body["tool_choice"] = choice if isinstance(choice, str) else {
+                    "type": "function", "function": {"name": choice["name"]}}
+        if settings.response_format is not None:
+            body["response_format"] = settings.response_format
         # In auto mode the content also goes through the dialect parser: a server without a tool
         # parser leaves the model's call text there (GLM-4 #124), and this recovers it.
         parser = self.dialect().parser(tools) if tools and self.tool_mode == "auto" else None

@@ -45,6 +45,7 @@ __all__ = ["Sandbox", "Bind", "find_bwrap", "check_bwrap", "bwrap_available", "S
 Bind = Tuple[str, str, bool]
 
 SANDBOX_HOME = "/tmp/home"
+HOSTNAME = "sandbox"  # its own UTS namespace; a writable root also lists it in /etc/hosts
 # What root keeps in a writable-root sandbox: most of Docker's default set, enough for useradd,
 # chown, su and package scripts, in a user namespace where the host's other users are unmapped
 # (so these never apply to their files). Not CAP_SETFCAP (file capabilities written there would
@@ -342,7 +343,8 @@ class Sandbox:
         path = self.private_dir() / f"root-{self._args_files + 1}"
         path.mkdir(mode=0o700)
         self._root_mount = path
-        return {"mnt": str(path), "size_mb": self.config.root_size_mb, "hide_files": self._hidden_files()}
+        return {"mnt": str(path), "size_mb": self.config.root_size_mb, "hide_files": self._hidden_files(),
+                "hostname": HOSTNAME}
 
     def _write_args(self, args: Sequence[str]) -> Path:
         if any("\0" in a for a in args):
@@ -421,7 +423,7 @@ class Sandbox:
         for flag, host, inside in binds:
             args += [flag, host, inside]
         args += ["--dir", SANDBOX_HOME] + ([] if cow else ["--remount-ro", "/"])
-        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
+        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", HOSTNAME,
                  "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         if self.as_pid_1:
             args.append("--as-pid-1")

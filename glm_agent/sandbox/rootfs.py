@@ -30,6 +30,7 @@ import ctypes
 import functools
 import json
 import os
+import re
 import resource
 import shutil
 import stat
@@ -259,6 +260,19 @@ def _stack(libc: ctypes.CDLL, path: str, upper: str, work: str, merged: str, ide
     _mount(libc, None, dest, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
+def _name_host(root: str, hostname: str) -> None:
+    """The sandbox's host name in its /etc/hosts, as a container has it (`sudo` and others
+    resolve their own host name and complain when they cannot)."""
+    hosts = os.path.join(root, "etc", "hosts")
+    try:
+        with open(hosts, "a+") as f:
+            f.seek(0)
+            if not re.search(rf"\s{re.escape(hostname)}(\s|$)", f.read()):
+                f.write(f"127.0.1.1\t{hostname}\n")
+    except OSError:
+        pass
+
+
 def _raise_nofile() -> None:
     """As root, a container's open-file limit (scripts write to fds like 123321)."""
     try:
@@ -288,6 +302,8 @@ def build(spec: dict) -> None:
             os.mkdir(os.path.join(merged, entry), 0o755)
         else:
             _stack(libc, "/" + entry, upper, work, merged, identity, depth=0)
+    if spec.get("hostname"):
+        _name_host(merged, spec["hostname"])  # through the overlay, not behind its back
     if identity:
         # Root inside keeps some capabilities: no further user namespace may give it more.
         try:

@@ -21,17 +21,9 @@ import pytest
 from glm_agent.core.messages import ToolCall
 from glm_agent.evals.oracle import OracleFactory
 from glm_agent.evals.suites import make_suite
-from glm_agent.evals.suites.mariadb import MariaDBServer, find_mariadbd, table_hash
+from glm_agent.evals.suites.mariadb import MariaDBServer, table_hash
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def server():
-    if find_mariadbd() is None:
-        pytest.fail("mariadbd is not installed: run scripts/test.sh, or apt-get install mariadb-server")
-    with MariaDBServer() as srv:
-        yield srv
 
 
 def _table(name: str, columns: list[str], rows: list[list]) -> dict:
@@ -81,11 +73,11 @@ def _listening_tcp_inodes() -> set[str]:
     return inodes
 
 
-def test_server_is_private_listens_on_no_port_and_stops(server):
-    folder, pid = server.folder, server._proc.pid
+def test_server_is_private_listens_on_no_port_and_stops(mariadb_server):
+    folder, pid = mariadb_server.folder, mariadb_server._proc.pid
     assert folder is not None and (folder.stat().st_mode & 0o777) == 0o700
-    assert Path(server.socket).parent == folder and Path(server.socket).is_socket()
-    (networking, port, infile, collation), = server.admin(
+    assert Path(mariadb_server.socket).parent == folder and Path(mariadb_server.socket).is_socket()
+    (networking, port, infile, collation), = mariadb_server.admin(
         ["SELECT @@skip_networking, @@port, @@local_infile, @@collation_server"])
     assert (networking, port, infile) == (1, 0, 0)
     assert collation.endswith("_ai_ci")  # accent-insensitive, as MySQL 8's default
@@ -171,7 +163,7 @@ def test_server_stops_on_ctrl_c_and_on_exit(tmp_path, how):
 
 
 # -- cause 7: MySQL semantics --------------------------------------------------------------------
-async def test_accent_insensitive_collation_as_mysql(ev, tmp_path, server):
+async def test_accent_insensitive_collation_as_mysql(ev, tmp_path, mariadb_server):
     """MySQL's default collation ignores accents: a gold UPDATE written `WHERE Name = 'Jose Perez'`
     changes José Pérez's row, so the agent that names him exactly is right. On MariaDB it passes;
     on SQLite the gold matches nothing and the same correct agent fails (the reason for --db mariadb)."""
@@ -189,7 +181,7 @@ async def test_accent_insensitive_collation_as_mysql(ev, tmp_path, server):
         return [ToolCall(name="sql", arguments={"query": "SELECT Goals FROM `Club Players` WHERE Name = 'Malmo Kid'"}),
                 lambda messages: f"Final Answer: [\"{json.loads(messages[-1].content.splitlines()[1])[0]}\"]"]
 
-    await ev.run_suite(make_suite("db", data=data, db="mariadb", server=server), ev.per_sample(agent), tmp_path / "m")
+    await ev.run_suite(make_suite("db", data=data, db="mariadb", server=mariadb_server), ev.per_sample(agent), tmp_path / "m")
     maria = _by_id(ev, tmp_path / "m")
     assert maria["t-1"]["score"] == 1.0, maria["t-1"]["detail"]
     assert maria["t-2"]["score"] == 1.0, maria["t-2"]["detail"]
@@ -199,7 +191,7 @@ async def test_accent_insensitive_collation_as_mysql(ev, tmp_path, server):
     assert lite["t-1"]["score"] == 0.0 and lite["t-2"]["score"] == 0.0
 
 
-async def test_mysql_only_gold_is_judged_on_mariadb(ev, tmp_path, server):
+async def test_mysql_only_gold_is_judged_on_mariadb(ev, tmp_path, mariadb_server):
     """A gold statement SQLite cannot parse (MySQL's INSERT ... SET; on SQLite the task is
     unsupported, test_eval_db_oracle.py): MariaDB judges it, the right rows pass, a wrong row fails."""
     data = _write(tmp_path / "t.jsonl", [
@@ -213,7 +205,7 @@ async def test_mysql_only_gold_is_judged_on_mariadb(ev, tmp_path, server):
 
     for goals, score in ((4, 1.0), (5, 0.0)):
         out = tmp_path / f"maria-{goals}"
-        await ev.run_suite(make_suite("db", data=data, db="mariadb", server=server), agent(goals), out)
+        await ev.run_suite(make_suite("db", data=data, db="mariadb", server=mariadb_server), agent(goals), out)
         (record,) = ev.records(out)
         assert (record["status"], record["score"]) == ("completed", score), record["detail"]
 
@@ -227,10 +219,10 @@ def _agentbench_hash(rows: list[list]) -> str:
 
 
 @pytest.mark.parametrize("n_rows", [3, 400])
-def test_table_hash_is_agentbench_md5(server, n_rows):
+def test_table_hash_is_agentbench_md5(mariadb_server, n_rows):
     rows = [[f"Ünïcode {i}", str(i * 7), "x,y"] for i in range(n_rows)]
     table = _table("hash me", ["a", "b", "c"], rows)
-    db = server.create_database(table)
+    db = mariadb_server.create_database(table)
     try:
         assert table_hash(db, table) == _agentbench_hash(rows)
         db.execute("UPDATE `hash me` SET c = NULL WHERE b = '7'", timeout=5)
@@ -241,7 +233,7 @@ def test_table_hash_is_agentbench_md5(server, n_rows):
 
 
 # -- cause 9: the oracle runs the gold SQL --------------------------------------------------------
-async def test_oracle_runs_gold_sql_and_marks_broken_gold(ev, tmp_path, server):
+async def test_oracle_runs_gold_sql_and_marks_broken_gold(ev, tmp_path, mariadb_server):
     """SELECT tasks: the oracle runs the gold SQL through the sql tool and answers with its rows;
     a task whose gold SQL fails, or returns something else than the label, is marked unsupported
     with the reason instead of replaying the label."""
@@ -252,7 +244,7 @@ async def test_oracle_runs_gold_sql_and_marks_broken_gold(ev, tmp_path, server):
         _task("Top scorer?", ["José Pérez"], "ranking",
               sql="SELECT Name FROM `Club Players` ORDER BY CAST(Goals AS INTEGER) DESCLIMIT 1"),
     ])
-    summary = await ev.run_suite(make_suite("db", data=data, db="mariadb", server=server), OracleFactory(),
+    summary = await ev.run_suite(make_suite("db", data=data, db="mariadb", server=mariadb_server), OracleFactory(),
                                  tmp_path / "run")
     by_id = _by_id(ev, tmp_path / "run")
     good = by_id["t-1"]
@@ -268,18 +260,18 @@ async def test_oracle_runs_gold_sql_and_marks_broken_gold(ev, tmp_path, server):
     assert summary["suites"]["db"]["score"] == 1.0
 
 
-async def test_shipped_tasks_oracle_on_mariadb(ev, tmp_path, server):
-    summary = await ev.run_suite(make_suite("db", db="mariadb", server=server), OracleFactory(), tmp_path)
+async def test_shipped_tasks_oracle_on_mariadb(ev, tmp_path, mariadb_server):
+    summary = await ev.run_suite(make_suite("db", db="mariadb", server=mariadb_server), OracleFactory(), tmp_path)
     s = summary["suites"]["db"]
     assert (s["n"], s["judged"], s["score"]) == (27, 27, 1.0), s["statuses"]
     assert all("a MySQL database" in r["system"] for r in ev.records(tmp_path))
 
 
-async def test_oracle_on_agentbench_dev_with_mariadb(ev, tmp_path, server):
+async def test_oracle_on_agentbench_dev_with_mariadb(ev, tmp_path, mariadb_server):
     """All 60 public dev tasks on MariaDB: every task whose gold runs and agrees with its label is
     solved, mutations judged against AgentBench's own `answer_md5` (computed on MySQL); the rest
     are unsupported with a reason. Each task's database and user are dropped afterwards."""
-    suite = make_suite("db", data=ev.agentbench_file("db_dev.jsonl"), db="mariadb", server=server)
+    suite = make_suite("db", data=ev.agentbench_file("db_dev.jsonl"), db="mariadb", server=mariadb_server)
     summary = await ev.run_suite(suite, OracleFactory(), tmp_path, concurrency=2)
     s = summary["suites"]["db"]
     assert s["n"] == 60 and s["score"] == 1.0
@@ -289,17 +281,17 @@ async def test_oracle_on_agentbench_dev_with_mariadb(ev, tmp_path, server):
     assert len(mutations) == 40 and all(r["score"] == 1.0 for r in mutations)
     assert all("hash matches" in r["detail"] for r in mutations)
     assert all(r["detail"] for r in records if r["status"] == "unsupported")
-    assert _task_users_and_databases(server) == ([], [])
+    assert _task_users_and_databases(mariadb_server) == ([], [])
 
 
-async def test_wrong_mutation_fails_against_answer_md5(ev, tmp_path, server):
+async def test_wrong_mutation_fails_against_answer_md5(ev, tmp_path, mariadb_server):
     """An agent that changes the table otherwise than the gold fails against upstream's hash."""
     lines = ev.agentbench_file("db_dev.jsonl").read_text().splitlines()
     task = next(t for t in map(json.loads, lines) if t["type"][0] == "INSERT" and t.get("answer_md5"))
     data = _write(tmp_path / "one.jsonl", [task])
     table = task["table"]["table_name"]
     turns = [ToolCall(name="sql", arguments={"query": f"DELETE FROM `{table}` LIMIT 1"}), "Final Answer: done"]
-    await ev.run_suite(make_suite("db", data=data, db="mariadb", server=server), ev.per_sample(lambda su, sa: turns),
+    await ev.run_suite(make_suite("db", data=data, db="mariadb", server=mariadb_server), ev.per_sample(lambda su, sa: turns),
                        tmp_path / "run")
     (record,) = ev.records(tmp_path / "run")
     assert (record["status"], record["score"]) == ("completed", 0.0)

@@ -290,3 +290,24 @@ async def test_os_task_no_answer_can_pass_is_unsupported(ev, tmp_path):
     (record,) = ev.records(tmp_path / "run")
     assert record["status"] == "unsupported" and "no answer can pass" in record["detail"], record["detail"]
     assert summary["suites"]["os"]["judged"] == 0
+
+
+def test_needs_network_counts_setup_installs_the_image_already_has_as_offline():
+    from glm_agent.evals.suites.os import installs_offline, needs_network
+
+    def offline(packages):
+        return all(p in ("sudo", "bash") for p in packages)
+
+    script = "apt update && apt install sudo -y && echo '' > /etc/sudoers"
+    assert needs_network(script, offline_apt=offline) is None
+    assert needs_network(script).startswith("apt update")  # a solution's step: always the network
+    assert needs_network("apt-get -y install sudo cowsay", offline_apt=offline) == "apt-get -y install"
+    assert needs_network("apt-get update", offline_apt=lambda p: False) is None
+    assert needs_network("apt-get install -y sudo 2>&1 >/dev/null && echo", offline_apt=offline) is None
+    assert needs_network("apt update; curl -s https://example.com/x", offline_apt=offline).startswith("curl")
+    assert needs_network("pip install requests", offline_apt=offline) == "pip install"
+    # The real image, this host: bubblewrap is installed (the tests need it), the other is not.
+    assert installs_offline(["bubblewrap"])
+    assert not installs_offline(["glm-agent-no-such-package"])
+    assert needs_network("apt-get install -y bubblewrap glm-agent-no-such-package",
+                         offline_apt=installs_offline) == "apt-get install"

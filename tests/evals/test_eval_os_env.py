@@ -118,3 +118,29 @@ async def test_tasks_that_need_the_network_are_unsupported(tmp_path, item):
     (sample,) = suite.samples()
     with pytest.raises(UnsupportedSample, match="needs the network"):
         await suite.setup(sample, tmp_path / "ws")
+
+
+@pytest.mark.parametrize("item", [
+    task(init="apt update && apt install bubblewrap -y && echo '' > /root/marker", match="x"),
+    task(init="apt-get -q update; apt-get install -y --no-install-recommends bubblewrap", match="x"),
+    task(init="true", start="apt-get install -y bubblewrap >/dev/null", match="x"),
+])
+async def test_setup_installs_of_what_the_image_has_run_offline(tmp_path, item):
+    # AgentBench's image downloads them; here the host's root is the image, and apt succeeds
+    # offline when the package is already there at its newest version (an update only warns).
+    # bubblewrap: these tests need it, and the test script installs the current one.
+    suite = suite_of(tmp_path, item)
+    (sample,) = suite.samples()
+    outs, j = await episode(suite, sample, tmp_path, ["dpkg-query -W -f='${Status}' bubblewrap"], answer="x")
+    assert outs[0].endswith("installed") and j.passed
+
+
+async def test_the_sandbox_resolves_its_own_host_name(tmp_path):
+    with open("/etc/hosts") as f:
+        before = f.read()
+    suite = suite_of(tmp_path, task(match="sandbox"))
+    (sample,) = suite.samples()
+    outs, j = await episode(suite, sample, tmp_path, ["getent hosts $(hostname) >/dev/null && hostname"])
+    assert outs[0] == "sandbox" and j.passed
+    with open("/etc/hosts") as f:
+        assert f.read() == before  # the host's own file is untouched

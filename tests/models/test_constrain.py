@@ -217,3 +217,43 @@ async def test_embedded_qwen_pushed_and_forced():
         _valid(calls[0])
     finally:
         await qwen.aclose()
+
+
+@pytest.mark.parametrize("choice", ["required", {"name": "get_weather"}])
+def test_tiktoken_vocabulary_glm_call_under_random_logits(tmp_path, choice):
+    """GLM-4's own tokenizers are tiktoken files: the grammar must hold over such a vocabulary
+    too. Random logits stand in for a model that wants anything at all."""
+    import base64
+
+    import torch
+
+    from glm_agent.engine.tokenizer import load_tokenizer
+    from glm_agent.models.dialects import get_dialect
+
+    # Every byte plus some merges that cut across JSON syntax, in rank order.
+    merges = [b'{"', b'":', b'",', b'"}', b' "', b"city", b"days", b"get", b"_we", b"ather", b"\n{", b"Par", b"is"]
+    tokens = [bytes([b]) for b in range(256)] + merges
+    (tmp_path / "tokenizer.model").write_bytes(
+        b"\n".join(base64.b64encode(t) + b" " + str(i).encode() for i, t in enumerate(tokens)))
+    tok = load_tokenizer(tmp_path)
+    assert tok.kind == "tiktoken"
+    for seed in range(4):
+        gen = torch.Generator().manual_seed(seed)
+        constraint = CallConstraint(tok, tok.vocab_size, TOOLS, "glm4", tool_choice=choice, stop_ids=tok.eos_ids,
+                                    greedy=True)
+        out: list[int] = []
+        for _ in range(400):
+            logits = constraint(out, torch.randn(tok.vocab_size, generator=gen))
+            token = int(logits.argmax())
+            if token in tok.eos_ids:
+                break
+            out.append(token)
+        else:
+            raise AssertionError(f"no end after 400 tokens: {tok.decode(out)!r}")
+        text = tok.decode(out)
+        parser = get_dialect("glm4").parser(TOOLS)
+        calls = [e.call for e in [*parser.feed(text), *parser.finish()] if isinstance(e, ToolCallReady)]
+        assert len(calls) == 1, text
+        _valid(calls[0])
+        if isinstance(choice, dict):
+            assert calls[0].name == "get_weather"

@@ -580,3 +580,49 @@ async def test_content_that_only_looks_like_an_unknown_call_stays_text():
     text, calls, done, _ = await collect(model)
     assert calls == [] and text == "Result\n{\"a\": 1}" and done.finish_reason == "stop"
     assert model.tool_mode == "auto"
+
+
+# ---------------------------------------------------------------- tool_choice, response_format
+
+CHOICE_REPLY = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+    {"index": 0, "message": {"role": "assistant", "content": "{\"a\": 1}"}, "finish_reason": "stop"}]}
+
+
+@pytest.mark.parametrize("choice, sent_tools, sent_choice", [
+    ("auto", ["get_weather", "get_time"], None),
+    ("required", ["get_weather", "get_time"], "required"),
+    ({"name": "get_time"}, ["get_weather", "get_time"], {"type": "function", "function": {"name": "get_time"}}),
+    ({"type": "function", "function": {"name": "get_weather"}}, ["get_weather", "get_time"],
+     {"type": "function", "function": {"name": "get_weather"}}),
+    ("none", None, None),
+])
+async def test_tool_choice_reaches_the_server(choice, sent_tools, sent_choice):
+    replay = Replay(httpx.Response(200, json=CHOICE_REPLY))
+    await collect(replay.model(stream=False), tools=(WEATHER, TIME), settings=GenerationSettings(tool_choice=choice))
+    body = replay.bodies()[0]
+    assert [t["function"]["name"] for t in body["tools"]] == sent_tools if sent_tools else "tools" not in body
+    assert body.get("tool_choice") == sent_choice
+
+
+async def test_response_format_reaches_the_server():
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    replay = Replay(httpx.Response(200, json=CHOICE_REPLY))
+    text, *_ = await collect(replay.model(stream=False), tools=(), settings=GenerationSettings(response_format=fmt))
+    assert replay.bodies()[0]["response_format"] == fmt and text == "{\"a\": 1}"
+
+
+async def test_a_tool_choice_naming_no_tool_is_a_model_error_before_any_request():
+    replay = Replay()
+    with pytest.raises(ModelError, match="names no tool"):
+        await collect(replay.model(), tools=(WEATHER,), settings=GenerationSettings(tool_choice={"name": "nope"}))
+    assert replay.requests == []
+
+
+async def test_dialect_mode_offers_only_the_named_tool():
+    done = {"id": "c", "object": "text_completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "text": "fine", "finish_reason": "stop"}]}
+    replay = Replay(httpx.Response(200, json=done))
+    await collect(replay.model(stream=False, tool_mode="dialect"), tools=(WEATHER, TIME),
+                  settings=GenerationSettings(tool_choice={"name": "get_time"}))
+    prompt = replay.bodies()[0]["prompt"]
+    assert "get_time" in prompt and "get_weather" not in prompt

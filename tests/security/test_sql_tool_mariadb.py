@@ -18,7 +18,6 @@ import pytest
 
 from glm_agent.core.contracts import ToolContext
 from glm_agent.evals.suites.db_mariadb import MariaDBSQLTool
-from glm_agent.evals.suites.mariadb import MariaDBServer, find_mariadbd
 
 TABLE = {"table_name": "people", "table_info": {"columns": [{"name": "name", "type": "TEXT"},
                                                              {"name": "age", "type": "INT"}],
@@ -26,18 +25,10 @@ TABLE = {"table_name": "people", "table_info": {"columns": [{"name": "name", "ty
 SECRET = "host-secret-7f3a9c"
 
 
-@pytest.fixture(scope="module")
-def server():
-    if find_mariadbd() is None:
-        pytest.fail("mariadbd is not installed: run scripts/test.sh, or apt-get install mariadb-server")
-    with MariaDBServer() as srv:
-        yield srv
-
-
 @pytest.fixture
-def dbs(server):
+def dbs(mariadb_server):
     """The agent's task database and another task's database (the victim)."""
-    mine, other = server.create_database(TABLE), server.create_database(TABLE)
+    mine, other = mariadb_server.create_database(TABLE), mariadb_server.create_database(TABLE)
     yield mine, other
     mine.drop()
     other.drop()
@@ -49,11 +40,11 @@ def sql(db, query: str, timeout: float = 10.0) -> tuple[str, bool]:
     return result.content, bool(result.is_error)
 
 
-def test_host_files_are_out_of_reach(dbs, targets, server):
+def test_host_files_are_out_of_reach(dbs, targets, mariadb_server):
     mine, _ = dbs
     secret_file = targets.folder / "secret.txt"
     secret_file.write_text(SECRET + "\n")
-    readable = [secret_file, targets.existing, "/etc/passwd", server.folder / "server.log"]
+    readable = [secret_file, targets.existing, "/etc/passwd", mariadb_server.folder / "server.log"]
     for path in readable:
         for query in (f"SELECT LOAD_FILE('{path}')", f"SELECT CONVERT(LOAD_FILE('{path}') USING utf8mb4)",
                       f"LOAD DATA INFILE '{path}' INTO TABLE people",
@@ -63,14 +54,14 @@ def test_host_files_are_out_of_reach(dbs, targets, server):
             assert SECRET not in out and "root:" not in out and "ready for connections" not in out, (query, out)
     rows, _ = sql(mine, "SELECT * FROM people")
     assert SECRET not in rows and "root:" not in rows and rows.count("\n") == 2  # columns + 2 rows
-    writable = [*targets.all.values(), server.folder / "no-files" / "x.txt", "x.txt"]
+    writable = [*targets.all.values(), mariadb_server.folder / "no-files" / "x.txt", "x.txt"]
     for path in writable:
         for query in (f"SELECT * FROM people INTO OUTFILE '{path}'", f"SELECT 'x' INTO DUMPFILE '{path}'",
                       f"SELECT name FROM people INTO OUTFILE '{path}' FIELDS TERMINATED BY ','"):
             out, error = sql(mine, query)
             assert error and "FILE privilege" in out and "task's database only" in out, (query, out)
     # Tables stored outside the datadir (the server runs as root here): ignored with a warning.
-    for folder in (targets.folder, targets.etc, server.folder / "no-files"):
+    for folder in (targets.folder, targets.etc, mariadb_server.folder / "no-files"):
         for n, query in enumerate((
                 f"CREATE TABLE evil{{n}} (x TEXT) DATA DIRECTORY = '{folder}'",
                 f"CREATE TABLE evil{{n}} (x TEXT) ENGINE=MyISAM DATA DIRECTORY = '{folder}' INDEX DIRECTORY = '{folder}'",
@@ -81,7 +72,7 @@ def test_host_files_are_out_of_reach(dbs, targets, server):
             assert not (folder.exists() and any(folder.glob("**/evil*"))) and targets.problems() == [], query
         assert not any(folder.glob("**/people*")) if folder.exists() else True
     assert targets.problems() == []
-    assert list((server.folder / "no-files").iterdir()) == []
+    assert list((mariadb_server.folder / "no-files").iterdir()) == []
 
 
 def test_other_databases_are_out_of_reach(dbs):
@@ -106,12 +97,12 @@ def test_other_databases_are_out_of_reach(dbs):
     assert rows == [("ann", "31"), ("bob", "45")]
 
 
-def test_server_settings_users_and_plugins_are_out_of_reach(dbs, server):
+def test_server_settings_users_and_plugins_are_out_of_reach(dbs, mariadb_server):
     mine, other = dbs
-    before = server.admin(["SELECT @@general_log, @@general_log_file, @@max_connections, @@max_statement_time, "
+    before = mariadb_server.admin(["SELECT @@general_log, @@general_log_file, @@max_connections, @@max_statement_time, "
                            "@@sql_mode, @@local_infile, @@event_scheduler"])
     _, _, _ = other.execute("SELECT 1", timeout=5)  # the victim has a session to kill
-    (their_id,), = server.admin([("SELECT id FROM information_schema.processlist WHERE user = %s", (other.user,))])
+    (their_id,), = mariadb_server.admin([("SELECT id FROM information_schema.processlist WHERE user = %s", (other.user,))])
     for query in ("SET GLOBAL general_log = 1", "SET GLOBAL general_log_file = '/tmp/evil.log'",
                   "SET GLOBAL max_connections = 1", "SET GLOBAL max_statement_time = 0",
                   "SET GLOBAL sql_mode = ''", "SET GLOBAL local_infile = 1", "SET GLOBAL event_scheduler = ON",
@@ -125,12 +116,12 @@ def test_server_settings_users_and_plugins_are_out_of_reach(dbs, server):
                   "SHUTDOWN", f"KILL {their_id}", f"KILL QUERY {their_id}", "FLUSH PRIVILEGES"):
         out, error = sql(mine, query)
         assert error, (query, out)
-    after = server.admin(["SELECT @@general_log, @@general_log_file, @@max_connections, @@max_statement_time, "
+    after = mariadb_server.admin(["SELECT @@general_log, @@general_log_file, @@max_connections, @@max_statement_time, "
                           "@@sql_mode, @@local_infile, @@event_scheduler"])
     assert after == before
-    assert server.running
+    assert mariadb_server.running
     assert other.execute("SELECT COUNT(*) FROM people", timeout=5)[1] == [(2,)]
-    assert server.admin(["SELECT COUNT(*) FROM mysql.user WHERE user = 'evil'"]) == [(0,)]
+    assert mariadb_server.admin(["SELECT COUNT(*) FROM mysql.user WHERE user = 'evil'"]) == [(0,)]
 
 
 @pytest.mark.parametrize("lift", ["", "SET SESSION max_statement_time = 0", "SET max_statement_time = 1000"])

@@ -8,14 +8,13 @@ the same hash of a fresh copy with the gold statements applied.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-from glm_agent.core.contracts import Tool, ToolContext
+from glm_agent.core.contracts import Tool
 from glm_agent.core.messages import ToolResult
 from glm_agent.evals.suites.db_sqlite import SQLError
-from glm_agent.evals.suites.db_text import MAX_ROWS_SHOWN, format_rows, strip_fence
+from glm_agent.evals.suites.db_text import MAX_ROWS_SHOWN, SQLStatementTool, format_rows
 from glm_agent.evals.suites.mariadb import MariaDBError, MariaDBServer, TaskDatabase, table_hash
 from glm_agent.evals.suites.sqlguard import MARIADB_DENIED_MESSAGE, mariadb_denied
 
@@ -24,30 +23,15 @@ __all__ = ["MariaDBSQLTool", "MariaDBBackend"]
 _TIMEOUT_CODES = {1969, 3024}  # max_statement_time exceeded (MariaDB; MySQL's number)
 
 
-class MariaDBSQLTool(Tool):
+class MariaDBSQLTool(SQLStatementTool):
     """Runs one MySQL statement as the task's user on its own database (see sqlguard.py)."""
 
-    name = "sql"
-    description = (
-        "Execute one MySQL statement on the task's database and return the result rows "
-        "(or the number of changed rows, or the error message)."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {"query": {"type": "string", "description": "One MySQL statement."}},
-        "required": ["query"],
-    }
+    dialect = "MySQL"
     timeout = 60.0
 
     def __init__(self, database: TaskDatabase, *, statement_timeout: float = 10.0):
         self.database = database
         self.statement_timeout = statement_timeout
-
-    async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        query = strip_fence(str(arguments.get("query") or arguments.get("sql") or "").strip())
-        if not query:
-            return ToolResult(content="Error: empty query. Pass one MySQL statement as `query`.", is_error=True)
-        return await asyncio.to_thread(self._run, query)
 
     def _run(self, query: str) -> ToolResult:
         import pymysql

@@ -8,18 +8,17 @@ applied to a fresh copy, since SQLite has no md5 to replicate AgentBench's table
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from glm_agent.core.contracts import Tool, ToolContext
+from glm_agent.core.contracts import Tool
 from glm_agent.core.errors import GlmAgentError
 from glm_agent.core.messages import ToolResult
 from glm_agent.evals.suites.db_judge import normalize
-from glm_agent.evals.suites.db_text import MAX_ROWS_SHOWN, format_rows, strip_fence
+from glm_agent.evals.suites.db_text import MAX_ROWS_SHOWN, SQLStatementTool, format_rows
 from glm_agent.evals.suites.sqlguard import DENIED_MESSAGE, guard
 
 __all__ = ["SQLTool", "SQLiteBackend", "SQLError", "create_database", "table_rows", "rows_match"]
@@ -29,35 +28,20 @@ class SQLError(GlmAgentError, RuntimeError):
     """A gold statement failed on the backend (the message is the database's own)."""
 
 
-class SQLTool(Tool):
+class SQLTool(SQLStatementTool):
     """Runs one SQLite statement on the sample's database; rows or the error come back as text.
 
     It runs on the host, so the statement is confined to that one file (sqlguard.py): no
     ATTACH, VACUUM INTO, extensions or setting-changing PRAGMAs, and at most `max_db_mb`.
     """
 
-    name = "sql"
-    description = (
-        "Execute one SQLite statement on the task's database and return the result rows "
-        "(or the number of changed rows, or the error message)."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {"query": {"type": "string", "description": "One SQLite statement."}},
-        "required": ["query"],
-    }
+    dialect = "SQLite"
     timeout = 30.0
 
     def __init__(self, database: str | Path, *, statement_timeout: float = 10.0, max_db_mb: int | None = 256):
         self.database = Path(database)
         self.statement_timeout = statement_timeout
         self.max_db_mb = max_db_mb
-
-    async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        query = strip_fence(str(arguments.get("query") or arguments.get("sql") or "").strip())
-        if not query:
-            return ToolResult(content="Error: empty query. Pass one SQLite statement as `query`.", is_error=True)
-        return await asyncio.to_thread(self._run, query)
 
     def _run(self, query: str) -> ToolResult:
         conn = sqlite3.connect(self.database)

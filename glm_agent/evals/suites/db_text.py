@@ -1,12 +1,17 @@
-"""How the db suite's `sql` tool shows a statement's result to the agent (both backends)."""
+"""The db suite's `sql` tool as the agent sees it, for both backends: its declaration, and how
+a statement's result is shown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
 
-__all__ = ["MAX_ROWS_SHOWN", "MAX_CHARS", "format_rows", "strip_fence", "plain"]
+from glm_agent.core.contracts import Tool, ToolContext
+from glm_agent.core.messages import ToolResult
+
+__all__ = ["MAX_ROWS_SHOWN", "MAX_CHARS", "SQLStatementTool", "format_rows", "strip_fence", "plain"]
 
 MAX_ROWS_SHOWN = 50
 MAX_CHARS = 4000
@@ -41,3 +46,30 @@ def strip_fence(query: str) -> str:
     """The statement inside a ```sql fence, which small models often add."""
     m = re.match(r"^```(?:sql|sqlite|mysql)?\s*\n?(.*?)\n?```$", query, re.S | re.I)
     return m.group(1).strip() if m else query
+
+
+class SQLStatementTool(Tool):
+    """The `sql` tool: one statement in `query`, run by the backend's `_run` in a thread."""
+
+    name = "sql"
+    dialect = "SQL"  # the subclass's: "SQLite", "MySQL"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.description = (f"Execute one {cls.dialect} statement on the task's database and return the result rows "
+                           "(or the number of changed rows, or the error message).")
+        cls.parameters = {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": f"One {cls.dialect} statement."}},
+            "required": ["query"],
+        }
+
+    async def call(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        query = strip_fence(str(arguments.get("query") or arguments.get("sql") or "").strip())
+        if not query:
+            return ToolResult(content=f"Error: empty query. Pass one {self.dialect} statement as `query`.",
+                              is_error=True)
+        return await asyncio.to_thread(self._run, query)
+
+    def _run(self, query: str) -> ToolResult:
+        raise NotImplementedError
