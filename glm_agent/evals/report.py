@@ -81,6 +81,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _interval(ci: Any) -> str:
+    return f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else ""
+
+
 def _cell(text: str, width: int = 100) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:width]
 
@@ -105,7 +109,7 @@ def render_markdown(summary: dict[str, Any], records: list[EvalRecord], config: 
         statuses = ", ".join(f"{k} {v}" for k, v in s["statuses"].items())
         lo, hi = s["ci95"]
         lines.append(
-            f"| {name} | {s['metric']} | {s['n']} | {s['judged']} | {_pct(s['score'])} | {_pct(lo)}–{_pct(hi)} | "
+            f"| {name} | {s['metric']} | {s['n']} | {s['judged']} | {_pct(s['score'])} | {_interval((lo, hi))} | "
             f"{s['passed']} | {statuses} | {s['avg_steps']:.1f} | {s['avg_prompt_tokens']:.0f} | "
             f"{s['avg_completion_tokens']:.0f} | {s['avg_seconds']:.1f} |"
         )
@@ -134,8 +138,8 @@ def render_markdown(summary: dict[str, Any], records: list[EvalRecord], config: 
     for name, s in summary["suites"].items():
         cats = s.get("per_category") or {}
         if len(cats) > 1:
-            lines += [f"### {name} by category", "", "| category | n | score % |", "|---|---:|---:|"]
-            lines += [f"| {c} | {v['n']} | {_pct(v['score'])} |" for c, v in cats.items()]
+            lines += [f"### {name} by category", "", "| category | n | score % | 95% CI |", "|---|---:|---:|---|"]
+            lines += [f"| {c} | {v['n']} | {_pct(v['score'])} | {_interval(v.get('ci95'))} |" for c, v in cats.items()]
             lines.append("")
     lines += [
         "## Samples",

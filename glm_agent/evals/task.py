@@ -154,6 +154,7 @@ class Suite:
     sample_timeout: float = 300.0
     # Metric name shown in reports: success rate for most suites, mean reward for `web`.
     metric: str = "success rate"
+    category_order: tuple[str, ...] = ()  # how report.md lists the categories (else alphabetically)
 
     def __init__(self, data: str | Path | None = None, **options: Any):
         self.data = Path(data) if data else None
@@ -213,17 +214,18 @@ class Suite:
         return {}
 
     def aggregate(self, records: list[EvalRecord]) -> dict[str, Any]:
-        """Suite-level summary beyond the generic one (e.g. per-category scores)."""
+        """Suite-level summary beyond the generic one: per-category scores with 95% Wilson
+        intervals, in `category_order` (the rest alphabetically)."""
         by_cat: dict[str, list[float]] = {}
         for r in records:
-            if r.score is None:
-                continue
-            by_cat.setdefault(r.category or "all", []).append(r.score)
-        return {
-            "per_category": {
-                c: {"n": len(v), "score": sum(v) / len(v)} for c, v in sorted(by_cat.items())
-            }
-        }
+            if r.score is not None:
+                by_cat.setdefault(r.category or "all", []).append(r.score)
+        order = list(self.category_order)
+        out = {}
+        for cat in sorted(by_cat, key=lambda c: (order.index(c) if c in order else len(order), c)):
+            scores = by_cat[cat]
+            out[cat] = {"n": len(scores), "score": sum(scores) / len(scores), "ci95": list(wilson(sum(scores), len(scores)))}
+        return {"per_category": out}
 
 
 # -- helpers shared by suites ------------------------------------------------------------------

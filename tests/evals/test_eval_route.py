@@ -118,6 +118,10 @@ async def test_first_step_is_scored_and_nothing_runs(ev, tmp_path):
     assert cats["user"]["n"] == 1 and cats["user"]["score"] == 1.0
     assert cats["user"]["ci95"] == pytest.approx(list(wilson(1, 1)))
     assert cats["python"]["n"] == 2 and cats["python"]["score"] == 0.0
+    assert list(cats) == ["python", "user", "none"]  # the suite's order, not the alphabet
+    report = (tmp_path / "report.md").read_text()
+    lo, hi = wilson(0, 2)
+    assert f"| python | 2 | 0.0 | 0.0–{100 * hi:.1f} |" in report and lo == 0.0
 
 
 async def test_oracle_is_perfect_on_every_category(ev, tmp_path):

@@ -23,8 +23,7 @@ from typing import Any
 
 from glm_agent.core.contracts import Tool, ToolContext
 from glm_agent.core.messages import ToolCall, ToolResult
-from glm_agent.evals.record import EvalRecord
-from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, read_jsonl, wilson
+from glm_agent.evals.task import Judgement, Sample, SampleEnv, Suite, TaskFileError, read_jsonl
 
 __all__ = [
     "RouteSuite",
@@ -178,6 +177,7 @@ def check_route(calls: list[ToolCall], expected: str | None) -> tuple[bool, str]
 
 class RouteSuite(Suite):
     name = "route"
+    category_order = CATEGORIES
     description = "first-step tool choice: python, browser, image, a user tool or no tool"
     max_steps = 1
     sample_timeout = 180.0
@@ -218,19 +218,6 @@ class RouteSuite(Suite):
         name = self._names()[label]
         tool = next(t for t in (*builtin_tools().values(), *map(_user_tool, USER_TOOLS)) if t.name == name)
         return [ToolCall(name=name, arguments=_sample_arguments(tool.parameters, sample.prompt))]
-
-    def aggregate(self, records: list[EvalRecord]) -> dict[str, Any]:
-        by_cat: dict[str, list[float]] = {}
-        for r in records:
-            if r.score is not None:
-                by_cat.setdefault(r.category or "all", []).append(r.score)
-        out = {}
-        for cat in sorted(by_cat, key=lambda c: (CATEGORIES.index(c) if c in CATEGORIES else 99, c)):
-            scores = by_cat[cat]
-            lo, hi = wilson(sum(scores), len(scores))
-            out[cat] = {"n": len(scores), "score": sum(scores) / len(scores), "ci95": [lo, hi]}
-        return {"per_category": out}
-
 
 def _user_tool(spec: dict[str, Any]) -> OfferedTool:
     return OfferedTool(spec["name"], spec["description"], spec["parameters"])
