@@ -2,8 +2,8 @@
 database: read or write host files (LOAD_FILE, INTO OUTFILE/DUMPFILE, LOAD DATA [LOCAL],
 DATA DIRECTORY), read or change other tasks' databases and the server's system tables, change
 server settings (SET GLOBAL), create users, grant itself rights, install plugins or functions,
-shut the server down, kill other sessions, or escape the per-statement time cap. Ordinary SQL
-on its own database keeps working.
+shut the server down, kill other sessions, escape the per-statement time cap, or fill the
+host's disk. Ordinary SQL on its own database keeps working.
 
 The agent's statements run as a per-task user with database-level rights only (sqlguard.py).
 The server is a real mariadbd (installed by scripts/test.sh; missing, the tests fail).
@@ -152,3 +152,40 @@ def test_ordinary_sql_still_works(dbs):
         assert not error and expect in out, (query, out)
     out, error = sql(mine, "SELECT 1; SELECT 2")
     assert error and "one statement per call" in out
+
+
+def test_the_databases_cannot_fill_the_disk():
+    from glm_agent.evals.suites.mariadb import MariaDBServer
+
+    with MariaDBServer(max_data_mb=40) as small:
+        db = small.create_database(TABLE)
+        # Other engines would live outside the capped tablespace: refused, for tables and temporary ones.
+        for engine in ("MyISAM", "Aria", "MEMORY", "CSV"):
+            for kind in ("TABLE", "TEMPORARY TABLE"):
+                out, err = sql(db, f"CREATE {kind} e_{engine}_{kind[:4]} (x INT) ENGINE={engine}")
+                assert err and "NO_ENGINE_SUBSTITUTION" in out, (engine, kind, out)
+        sql(db, "CREATE TABLE big (x VARCHAR(2000))")
+        sql(db, "INSERT INTO big VALUES (REPEAT('x', 2000))")
+        outs = []
+        for _ in range(20):  # doubling: 2 KB * 2^20 = 2 GB if nothing stops it
+            out, err = sql(db, "INSERT INTO big SELECT * FROM big")
+            outs.append(out)
+            if err:
+                break
+        assert err and "is full" in out, outs[-3:]
+        out, err = sql(db, "CREATE TABLE t2 AS SELECT * FROM big")
+        assert err and "is full" in out, out
+        # Temporary tables have their own tablespace, capped the same way.
+        assert not sql(db, "CREATE TEMPORARY TABLE t AS SELECT * FROM big LIMIT 1000")[1]
+        for _ in range(20):
+            out, err = sql(db, "INSERT INTO t SELECT * FROM t")
+            if err:
+                break
+        assert err and "is full" in out, out
+        data = sum(f.stat().st_size for f in (small.folder / "data").rglob("*") if f.is_file())
+        assert data < 200 * 2**20, data  # 2 x 40 MB of tablespaces + logs and system tables
+        # The task goes on: reads and deletes work, and space comes back for new rows.
+        out, err = sql(db, "SELECT COUNT(*) > 1000 FROM big")
+        assert not err and "1" in out
+        assert not sql(db, "DELETE FROM big")[1] and not sql(db, "INSERT INTO big VALUES ('y')")[1]
+        db.drop()

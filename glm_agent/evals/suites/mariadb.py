@@ -162,10 +162,16 @@ class TaskDatabase:
 
 
 class MariaDBServer:
-    """A mariadbd process on a unix socket in a private temporary folder (see the module doc)."""
+    """A mariadbd process on a unix socket in a private temporary folder (see the module doc).
 
-    def __init__(self, *, start_timeout: float = 60.0):
+    `max_data_mb` caps what all task databases together may hold on disk (and, apart, their
+    temporary tables): every table is InnoDB (no other engine may be named) in one system
+    tablespace that stops growing there, and a statement that needs more fails with "The
+    table ... is full" instead of filling the host's disk."""
+
+    def __init__(self, *, start_timeout: float = 60.0, max_data_mb: int = 1024):
         self.start_timeout = start_timeout
+        self.max_data_mb = max_data_mb
         self.folder: Path | None = None
         self.socket: str = ""
         self._proc: subprocess.Popen | None = None
@@ -204,9 +210,15 @@ class MariaDBServer:
         self.socket = str(self.folder / "mysqld.sock")
         log = self.folder / "server.log"
         user = ["--user=root"] if os.geteuid() == 0 else []  # mariadbd refuses to run as root without it
+        # One capped tablespace for all tables (the install creates it, so it gets the same).
+        cap = int(self.max_data_mb)
+        # Undo logs in their own files: a full tablespace can still take a DELETE.
+        storage = ["--innodb-file-per-table=OFF", f"--innodb-data-file-path=ibdata1:12M:autoextend:max:{cap}M",
+                   "--innodb-undo-tablespaces=2", "--innodb-undo-log-truncate=ON",
+                   f"--innodb-temp-data-file-path=ibtmp1:12M:autoextend:max:{cap}M"]
         setup = subprocess.run(
             [install, "--no-defaults", *user, f"--datadir={data}", "--auth-root-authentication-method=normal",
-             "--skip-test-db", "--skip-name-resolve"],
+             "--skip-test-db", "--skip-name-resolve", *storage],
             capture_output=True, text=True, timeout=self.start_timeout,
         )
         if setup.returncode != 0:
@@ -222,7 +234,7 @@ class MariaDBServer:
              f"--collation-server={collation}", "--skip-character-set-client-handshake",
              "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
              "--innodb-flush-log-at-trx-commit=0", "--max-connections=200",
-             "--performance-schema=OFF", "--event-scheduler=OFF"],
+             "--performance-schema=OFF", "--event-scheduler=OFF", *storage, "--enforce-storage-engine=InnoDB"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us, and we stop the server cleanly
         )

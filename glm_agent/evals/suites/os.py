@@ -270,14 +270,16 @@ def needs_network(script: str, *, offline_apt=None) -> str | None:
     install` the image already satisfies runs offline, and `apt update` only warns there.
     Without it every install counts (a solution's install may follow an init that removed
     the package)."""
+    found = []
     for m in _NETWORK.finditer(script or ""):
         apt = _APT.match(script, m.start())
         if apt and offline_apt is not None:
             packages = [w for w in apt.group(2).split() if not w.startswith("-") and not w.isdigit()]  # 2>&1
             if apt.group(1) == "update" or (packages and offline_apt(packages)):
                 continue
-        return m.group(0)
-    return None
+        found.append((apt is not None and apt.group(1) == "update", m.group(0)))
+    # Name the download itself rather than the index update before it.
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
 # -- the suite ---------------------------------------------------------------------------------
