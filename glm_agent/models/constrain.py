@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 OPEN_TAG, CLOSE_TAG = "<tool_call>", "</tool_call>"
 ASSISTANT = "<|assistant|>"
 # A call written as a bare (or fenced) JSON object: `{"name":` first on its line.
-_BARE_CALL = re.compile(r'(?:^|\n)[ \t]*(?:```[\w+-]*[ \t]*\n[ \t]*)?(\{)\s*"name"\s*:')
+# Qwen2.5 also copies its template's `{{"name": ...` with the opening brace doubled.
+_BARE_CALL = re.compile(r'(?:^|\n)[ \t]*(?:```[\w+-]*[ \t]*\n[ \t]*)?\{?(\{)\s*"name"\s*:')
 _IDENT = re.compile(r"[A-Za-z_][\w.\-]*")
 _NAME_IN = re.compile(r'"name"\s*:\s*"([^"]*)"')
 # JSON whitespace bounded, so a small model cannot spin on newlines inside a call.

@@ -78,6 +78,7 @@ def _pushed(model: LocalModel, text: str, constrained: bool, max_new: int = 48) 
     '<tool_call>\n{"name": "get_stock_price", "arguments": {"ticker": "ACME"}}\n</tool_call>',  # no such tool
     '<tool_call>\n{"name": "get_weather", "arguments": {"city": 75001, "days": "three"}}\n</tool_call>',  # types
     '{"name": "get_weather", "arguments": {"town": "Paris"}}',  # a bare call (Qwen-Coder style), wrong keys
+    '{{"name": "get_weather", "arguments": {"town": "Paris"}}',  # the template's doubled brace, copied
 ])
 def test_hermes_push_toward_invalid_call_still_gives_valid_call(smol, bad):
     free_text, free_calls = _pushed(smol, bad, constrained=False)
@@ -177,6 +178,9 @@ def test_cut_off_call_reads_each_dialect():
     assert cut_off_call('<tool_call>\n{"name": "python", "arguments": {"code": "pri', "hermes", TOOLS).name == "python"
     assert cut_off_call('<tool_call>\n{"name": "python", "arguments": {}}', "hermes", TOOLS) is None
     assert cut_off_call('Sure:\n{"name": "get_weather", "argu', "hermes", TOOLS).name == "get_weather"
+    # the template's doubled opening brace, which Qwen2.5 copies
+    assert cut_off_call('{{"name": "python", "arguments": {"code": "import time\\nimp', "hermes", TOOLS).name == "python"
+    assert cut_off_call('{{"name": "python", "arguments": {"code": "1"}}', "hermes", TOOLS) is None
     assert cut_off_call('get_weather\n{"city": "Par', "glm4", TOOLS).name == "get_weather"
     assert cut_off_call("The answer is 4", "glm4", TOOLS) is None
     assert normalize_tool_choice({"type": "function", "function": {"name": "python"}}, TOOLS) == {"name": "python"}
