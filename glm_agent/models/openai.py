@@ -142,7 +142,7 @@ class OpenAIModel:
                 yield event
             return
         try:
-            async for event in self._stream_chat(model, messages, tools, settings):
+            async for event in self._stream_chat(model, messages, tools, settings, choice):
                 yield event
         except _ToolsRejected:
             self.tool_mode = "dialect"  # for good: this server has no tool parser
@@ -225,13 +225,13 @@ class OpenAIModel:
     # -- the two tool modes
 
     async def _stream_chat(
-        self, model: str, messages: list[Message], tools: list[ToolSpec], settings: GenerationSettings
+        self, model: str, messages: list[Message], tools: list[ToolSpec], settings: GenerationSettings,
+        choice: str | dict = "auto",
     ) -> AsyncIterator[ModelEvent]:
         body = self._body(model, settings)
         body["messages"] = messages_to_openai(messages)
         if tools:
             body["tools"] = tools_to_openai(tools)
-            choice = normalize_tool_choice(settings.tool_choice, tools)
             if choice != "auto":  # "required", or one function by name (the server enforces it)
                 body["tool_choice"] = choice if isinstance(choice, str) else {
                     "type": "function", "function": {"name": choice["name"]}}
